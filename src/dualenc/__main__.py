@@ -1,0 +1,3 @@
+from dualenc.cli import main
+
+raise SystemExit(main())

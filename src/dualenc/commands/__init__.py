@@ -1,0 +1,1 @@
+"""Subcommands of the `dualenc` command line, one module each."""

@@ -1,0 +1,1 @@
+"""Dialog readers, the ranking-set creator and ranking-file readers."""
