@@ -1,0 +1,115 @@
+"""Length-bucketed batches over prepared arrays, reproducible from (seed, epoch).
+
+Each epoch shuffles the training rows, cuts the shuffled order into windows of
+`bucket_batches` batches, sorts each window by context length, cuts it into batches and
+shuffles the batch order. Padding then stays small while every epoch still sees the rows
+in a fresh random order. The whole order is a function of (seed, epoch), so a resumed run
+regenerates it and skips the batches already done; under torchrun every process builds the
+same global batches and takes its own slice of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dualenc.features import Ragged
+
+
+@dataclass
+class PairBatch:
+    """Token ids of aligned (context, response) pairs and their labels."""
+
+    context_ids: torch.Tensor  # (B, Tc)
+    context_lens: torch.Tensor  # (B,)
+    response_ids: torch.Tensor  # (B, Tr)
+    response_lens: torch.Tensor  # (B,)
+    labels: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+
+    @property
+    def size(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) tokens in the batch."""
+        return int(self.context_lens.sum()) + int(self.response_lens.sum())
+
+
+def epoch_batches(
+    lengths: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+    bucket_batches: int,
+    seed: int,
+    epoch: int,
+) -> list[np.ndarray]:
+    """The global batches of one epoch: lists of row numbers, grouped by length."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rows[rng.permutation(len(rows))]
+    window = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This process's contiguous slice of a global batch."""
+    bounds = np.linspace(0, len(batch), world_size + 1).round().astype(int)
+    return batch[bounds[rank] : bounds[rank + 1]]
+
+
+def pair_batch(
+    context: Ragged, response: Ragged, labels: np.ndarray, rows: np.ndarray
+) -> PairBatch:
+    """Gather the pairs at `rows` into padded tensors."""
+    c_ids, c_lens = context.batch(rows)
+    r_ids, r_lens = response.batch(rows)
+    return PairBatch(
+        torch.from_numpy(c_ids),
+        torch.from_numpy(c_lens),
+        torch.from_numpy(r_ids),
+        torch.from_numpy(r_lens),
+        torch.from_numpy(labels[rows].astype(np.float32)),
+    )
+
+
+@dataclass
+class CandidateBatch:
+    """Contexts with their K candidates each, candidate 0 the truth."""
+
+    context_ids: torch.Tensor  # (B, Tc)
+    context_lens: torch.Tensor  # (B,)
+    candidate_ids: torch.Tensor  # (B*K, Tr)
+    candidate_lens: torch.Tensor  # (B*K,)
+    num_candidates: int
+
+
+def eval_batches(
+    context: Ragged, candidates: Ragged, num_candidates: int, batch_size: int
+) -> Iterator[CandidateBatch]:
+    """Batches of an evaluation split, grouped by context length (the order of rows does
+    not change any metric, which sums over rows)."""
+    order = np.argsort(context.lengths, kind="stable")
+    k = num_candidates
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        cand_rows = (rows[:, None] * k + np.arange(k)[None, :]).reshape(-1)  # (B*K,)
+        c_ids, c_lens = context.batch(rows)
+        r_ids, r_lens = candidates.batch(cand_rows)
+        yield CandidateBatch(
+            torch.from_numpy(c_ids),
+            torch.from_numpy(c_lens),
+            torch.from_numpy(r_ids),
+            torch.from_numpy(r_lens),
+            k,
+        )

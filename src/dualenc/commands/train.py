@@ -1,0 +1,133 @@
+"""`dualenc train PREPARED --out RUN`: train a Dual Encoder, validate, keep the best."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from dualenc.checkpoint import read_run_config
+from dualenc.config import CELLS, DEVICES, LOSSES, M_INITS, ModelConfig, TrainConfig
+from dualenc.errors import DualencError
+from dualenc.fileio import read_json
+
+log = logging.getLogger(__name__)
+
+# Recipes chosen by measurement; the dataclass defaults stay the reference recipe.
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {},
+    "small-data": {
+        "loss": "inbatch",
+        "m_init": "identity",
+        "embeddings": "glove-6b-50d",
+        "embed_dim": 50,
+        "dropout": 0.3,
+        "cell": "lstm",
+        "epochs": 20,
+        "eval_every": 100,
+        "patience": 6,
+    },
+}
+
+# flag -> (dest field, type, help); every field of ModelConfig and TrainConfig that a user sets
+MODEL_FLAGS = {
+    "--embed-dim": ("embed_dim", int, "word embedding size (default 100)"),
+    "--hidden-dim": ("hidden_dim", int, "recurrent units per direction (default 200)"),
+    "--cell": ("cell", str, f"recurrent cell: {', '.join(CELLS)} (default lstm)"),
+    "--forget-bias": ("forget_bias", float, "initial forget-gate bias (default 2.0)"),
+    "--m-init": ("m_init", str, f"initial M: {', '.join(M_INITS)} (default normal)"),
+    "--dropout": ("dropout", float, "dropout on embeddings and encodings (default 0)"),
+}
+TRAIN_FLAGS = {
+    "--epochs": ("epochs", int, "passes over the training pairs (default 10)"),
+    "--batch-size": ("batch_size", int, "pairs per step, the global batch (default 256)"),
+    "--lr": ("lr", float, "Adam learning rate (default 1e-3)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0: plain Adam)"),
+    "--clip-norm": ("clip_norm", float, "global gradient-norm clip (default 10)"),
+    "--loss": ("loss", str, f"{', '.join(LOSSES)}: sigmoid on labelled pairs, or in-batch "
+               "softmax (default pair)"),
+    "--max-steps": ("max_steps", int, "stop after N steps (default 0: no limit)"),
+    "--eval-every": ("eval_every", int, "also validate every N steps (default 0: per epoch)"),
+    "--patience": ("patience", int, "stop after N validations without a better R@1/10 "
+                   "(default 3; 0 never stops early)"),
+    "--eval-batch-size": ("eval_batch_size", int, "contexts per validation batch (default 64)"),
+    "--seed": ("seed", int, "seed of initialisation, batching and dropout (default 1234)"),
+    "--threads": ("threads", int, "torch threads (default 0: one per available core)"),
+    "--device": ("device", str, f"{', '.join(DEVICES)} (default auto)"),
+    "--embeddings": ("embeddings", str, "pretrained vectors: a GloVe text file, or "
+                     "glove-6b-50d for the packaged GloVe 6B 50-d (sets --embed-dim to match)"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a dual encoder on a prepared folder",
+        description="Train a Dual Encoder on PREPARED into the run folder RUN. Flags override "
+        "a --preset, which overrides a --config file; with --resume, the run's own settings "
+        "are the base and the flags given override them (e.g. a larger --max-steps).",
+    )
+    p.add_argument("prepared", type=Path, help="a folder written by `dualenc prepare`")
+    p.add_argument("--out", type=Path, required=True, help="the run folder to write")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (see the README)")
+    p.add_argument("--config", type=Path, help="a JSON file of settings (field names as keys)")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
+    for flag, (dest, kind, text) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
+        p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    p.add_argument("--bidirectional", action="store_true", default=None, help="add a backward pass")
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    p.add_argument("--freeze-embeddings", action="store_true", default=None,
+                   help="keep pretrained embeddings fixed")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    names |= {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge, lowest first: saved run (on resume), --config file, --preset, explicit flags."""
+    settings: dict[str, Any] = {}
+    if args.resume:
+        saved = read_run_config(args.out)
+        settings.update(saved["model"])
+        settings.update(saved["train"])
+    if args.config:
+        settings.update(read_json(args.config))
+    if args.preset:
+        settings.update(PRESETS[args.preset])
+    settings.update(_explicit(args))
+    if settings.get("embeddings") and "embed_dim" not in _explicit(args):
+        from dualenc.embeddings import glove_dim
+
+        settings["embed_dim"] = glove_dim(settings["embeddings"])
+    return settings
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """A ModelConfig and a TrainConfig from one flat dict; unknown keys are an error."""
+    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - model_names - train_names)
+    if unknown:
+        raise DualencError(f"unknown settings: {', '.join(unknown)}")
+    model = ModelConfig(**{k: v for k, v in settings.items() if k in model_names})
+    train = TrainConfig(**{k: v for k, v in settings.items() if k in train_names})
+    return model, train
+
+
+def run(args: argparse.Namespace) -> int:
+    from dualenc.train import train
+
+    model_config, train_config = split_settings(resolve_settings(args))
+    summary = train(args.prepared, args.out, model_config, train_config, args.resume, args.overwrite)
+    log.info("done: %s", json.dumps(summary))
+    return 0

@@ -1,0 +1,108 @@
+"""One scoring path for every ranker: score rows of candidates, add them to RankingMetrics.
+
+`evaluate_file` runs any Scorer (the trained model through a Ranker, or a baseline) over a
+1-in-n ranking file; `evaluate_split` runs the model over an already encoded split, which
+is what validation during training uses. Both feed the same accumulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dualenc.baselines import Scorer
+from dualenc.batching import CandidateBatch, eval_batches
+from dualenc.corpus.ranking import EvalExample, read_eval_examples
+from dualenc.metrics import RankingMetrics
+from dualenc.model import DualEncoder
+
+
+def _chunks(examples: Iterator[EvalExample], size: int) -> Iterator[list[EvalExample]]:
+    chunk: list[EvalExample] = []
+    for example in examples:
+        chunk.append(example)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def evaluate_file(scorer: Scorer, path: str | Path, batch_size: int = 64) -> dict[str, float]:
+    """Recall@k and MRR of `scorer` on a 1-in-n ranking file (UDC v2 CSV or Xu format)."""
+    metrics = RankingMetrics()
+    for chunk in _chunks(read_eval_examples(path), batch_size):
+        scores = scorer.score([e.context for e in chunk], [e.candidates for e in chunk])
+        metrics.add(scores)
+    return metrics.result()
+
+
+def candidate_logits(
+    model: DualEncoder, batch: CandidateBatch, device: torch.device
+) -> torch.Tensor:
+    """Logits of every context against its own candidates: -> (B, K)."""
+    c = model.encode(batch.context_ids.to(device), batch.context_lens.to(device))  # (B, D)
+    r = model.encode(batch.candidate_ids.to(device), batch.candidate_lens.to(device))  # (B*K, D)
+    r = r.view(c.shape[0], batch.num_candidates, -1)  # (B, K, D)
+    return model.candidate_logits(c.float(), r.float())  # (B, K)
+
+
+def validation_loss(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """Summed loss over rows of (B, K) logits, truth in column 0: sigmoid cross-entropy on
+    every pair for the pair loss (as the reference reports it), softmax over the K for the
+    in-batch loss. Returns (sum, number of items)."""
+    if loss == "pair":
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum"), logits.numel()
+    targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, targets, reduction="sum"), logits.shape[0]
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: DualEncoder,
+    split,
+    batch_size: int = 64,
+    loss: str = "pair",
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> dict[str, float]:
+    """Recall@k, MRR and validation loss of the model on an encoded evaluation split."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    metrics = RankingMetrics()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    )
+    for batch in eval_batches(split.context, split.candidates, split.num_candidates, batch_size):
+        with autocast:
+            logits = candidate_logits(model, batch, device)
+        total, count = validation_loss(logits, loss)
+        metrics.add(logits.cpu().numpy())
+        metrics.add_loss(float(total), count)
+    model.train(was_training)
+    return metrics.result()
+
+
+def results_table(rows: dict[str, dict[str, float]], keys: list[str] | None = None) -> str:
+    """A Markdown table: one row per ranker, one column per metric."""
+    keys = keys or ["R@1/2", "R@1/10", "R@2/10", "R@5/10", "MRR", "n"]
+    lines = ["| ranker | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+    for name, values in rows.items():
+        cells = []
+        for key in keys:
+            value = values.get(key, float("nan"))
+            cells.append(str(int(value)) if key == "n" else f"{value:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def as_numpy(scores) -> np.ndarray:
+    return np.asarray(scores, dtype=np.float64)

@@ -1,0 +1,356 @@
+"""The training loop: length-bucketed batches, validation, best and last checkpoints, resume.
+
+Runs unchanged on one CPU, one GPU, or under `torchrun` with DistributedDataParallel:
+every process builds the same global batches from (seed, epoch) and trains on its own slice
+of each; rank 0 validates and writes checkpoints while the others wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from dualenc import __version__
+from dualenc.batching import PairBatch, epoch_batches, pair_batch, shard
+from dualenc.checkpoint import (
+    load_optimizer_state,
+    load_rng_state,
+    read_run_config,
+    run_config,
+    save_checkpoint,
+    write_run_files,
+)
+from dualenc.config import ModelConfig, TrainConfig, validate
+from dualenc.distributed import DistContext, broadcast_flag, gather_with_grad, init_distributed
+from dualenc.embeddings import load_pretrained
+from dualenc.errors import DualencError
+from dualenc.evaluate import evaluate_split
+from dualenc.logs import RunLogger
+from dualenc.metrics import format_metrics
+from dualenc.model import DualEncoder, inbatch_loss, pair_loss
+from dualenc.prepare import Prepared, load_prepared
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRIC = "R@1/10"
+LOG_EVERY = 50  # steps between train-loss points in the logs
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved with every checkpoint so a run can resume exactly."""
+
+    step: int = 0
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches of the current epoch already done
+    examples: int = 0  # training pairs seen (all processes)
+    best_score: float = -math.inf
+    best_step: int = 0
+    evals_without_gain: int = 0
+    stopped_early: bool = False
+
+
+class _Window:
+    """Train loss and throughput over the steps since the last log point."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.steps, self.pairs, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, pairs: int) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.pairs += pairs
+
+    def flush(self) -> tuple[float, float]:
+        """(mean loss, pairs per second), then start a new window."""
+        mean = self.loss_sum / max(self.steps, 1)
+        rate = self.pairs / max(time.perf_counter() - self.start, 1e-9)
+        self.__init__()
+        return mean, rate
+
+
+class Objective(nn.Module):
+    """The model plus its loss, so that DistributedDataParallel wraps one forward call."""
+
+    def __init__(self, model: DualEncoder, loss: str, ctx: DistContext) -> None:
+        super().__init__()
+        self.model, self.loss, self.ctx = model, loss, ctx
+
+    def forward(self, c_ids: Tensor, c_lens: Tensor, r_ids: Tensor, r_lens: Tensor, labels: Tensor):
+        c, r = self.model.encode_pairs(c_ids, c_lens, r_ids, r_lens)  # (b, D), (b, D)
+        c, r = c.float(), r.float()
+        if self.loss == "pair":
+            return pair_loss(self.model.pair_logits(c, r), labels)
+        r_all = gather_with_grad(r, self.ctx)  # (world * b, D): negatives of the global batch
+        logits = self.model.all_logits(c, r_all)  # (b, world * b)
+        offset = self.ctx.rank * c.shape[0]
+        return inbatch_loss(logits, offset)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class Trainer:
+    """Trains a DualEncoder on a prepared folder into a run folder."""
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        run_dir: str | Path,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.prepared_dir, self.run_dir = Path(prepared_dir), Path(run_dir)
+        self.cfg = train_config
+        self.ctx = init_distributed(train_config.device)
+        self.data: Prepared = load_prepared(self.prepared_dir)
+        if resume:
+            model_config = self._resumed_model_config()
+        model_config.vocab_size = len(self.data.vocab)
+        validate(model_config, train_config)
+        self.model_config = model_config
+        self._check_run_dir(resume, overwrite)
+        self._set_threads()
+        torch.manual_seed(train_config.seed)
+        self.model = DualEncoder(model_config)
+        if train_config.embeddings:
+            load_pretrained(self.model, self.data.vocab, train_config.embeddings)
+        if train_config.freeze_embeddings:
+            self.model.embedding.weight.requires_grad_(False)
+        self.model.to(self.ctx.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if train_config.weight_decay:
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=train_config.lr, weight_decay=train_config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=train_config.lr)
+        self.state = TrainState()
+        if resume:
+            self._restore()
+        objective = Objective(self.model, train_config.loss, self.ctx)
+        self.objective: nn.Module = objective
+        if self.ctx.enabled:
+            device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(objective, device_ids=device_ids)
+        self.logger = RunLogger(self.run_dir, self.state.step) if self.ctx.is_main else None
+
+    def _resumed_model_config(self) -> ModelConfig:
+        from dualenc.config import model_config_from_dict
+
+        return model_config_from_dict(read_run_config(self.run_dir)["model"])
+
+    def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
+        has_run = (self.run_dir / "config.json").exists()
+        if resume and not (self.run_dir / "last" / "state.json").exists():
+            raise DualencError(f"--resume: {self.run_dir} has no last checkpoint to resume")
+        if has_run and not resume and not overwrite:
+            raise DualencError(
+                f"{self.run_dir} already holds a run (pass --resume to continue it, "
+                "or --overwrite to start again)"
+            )
+        if self.ctx.is_main and not resume:
+            lengths = (self.data.max_context_len, self.data.max_response_len)
+            config = run_config(
+                self.model_config, self.cfg, self.prepared_dir.resolve(), lengths, __version__
+            )
+            write_run_files(self.run_dir, self.prepared_dir, config)
+            for stale in ("metrics.csv",):
+                (self.run_dir / stale).unlink(missing_ok=True)
+        self.ctx.barrier()
+
+    def _set_threads(self) -> None:
+        threads = self.cfg.threads or len(os.sched_getaffinity(0))
+        if self.ctx.enabled and self.ctx.device.type == "cpu" and not self.cfg.threads:
+            threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(threads)
+
+    def _restore(self) -> None:
+        folder = self.run_dir / "last"
+        from safetensors.torch import load_file
+
+        from dualenc.fileio import read_json
+
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        self.model.to(self.ctx.device)
+        load_optimizer_state(folder, self.optimizer)
+        saved = read_json(folder / "state.json")
+        self.state = TrainState(**saved["trainer"])
+        rng = load_rng_state(folder)
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        log.info("resumed at step %d (epoch %d)", self.state.step, self.state.epoch)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def training_rows(self) -> np.ndarray:
+        labels = self.data.train.label
+        if self.cfg.loss == "inbatch":  # negatives come from the batch; labelled ones are unused
+            return np.flatnonzero(labels == 1)
+        return np.arange(len(labels))
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the epochs, --max-steps or early stopping end it; returns the summary."""
+        rows = self.training_rows()
+        lengths = np.asarray(self.data.train.context.lengths)
+        stop = self.state.stopped_early or self._reached_max_steps()
+        while not stop and self.state.epoch < self.cfg.epochs:
+            batches = epoch_batches(
+                lengths, rows, self.cfg.batch_size, self.cfg.bucket_batches,
+                self.cfg.seed, self.state.epoch,
+            )
+            stop = self._train_epoch(batches)
+            if self.state.batch_in_epoch >= len(batches):
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                stop = self._validate_and_save() or stop
+        if self.ctx.is_main and self.data.valid is None:
+            self._save("best")
+        summary = self._summary()
+        if self.logger:
+            self.logger.close()
+        self.ctx.close()
+        return summary
+
+    def _train_epoch(self, batches: list[np.ndarray]) -> bool:
+        """Train on this epoch's remaining batches; True when training should stop."""
+        self.objective.train()
+        bar = tqdm(
+            total=len(batches), initial=self.state.batch_in_epoch, unit="batch",
+            desc=f"epoch {self.state.epoch + 1}/{self.cfg.epochs}",
+            disable=not (self.cfg.progress and self.ctx.is_main), dynamic_ncols=True,
+        )
+        window = _Window()
+        for index in range(self.state.batch_in_epoch, len(batches)):
+            global_batch = batches[index]
+            loss = self._step(global_batch)
+            self.state.step += 1
+            self.state.batch_in_epoch = index + 1
+            self.state.examples += len(global_batch)
+            window.add(loss, len(global_batch))
+            bar.update(1)
+            if window.steps == LOG_EVERY or index + 1 == len(batches):
+                mean_loss, rate = window.flush()
+                bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{rate:.0f}")
+                if self.logger:
+                    self.logger.scalar("train/loss", mean_loss, self.state)
+                    self.logger.scalar("train/pairs_per_second", rate, self.state)
+            if self._reached_max_steps():
+                bar.close()
+                self._validate_and_save()
+                return True
+            if self.cfg.eval_every and self.state.step % self.cfg.eval_every == 0:
+                if self._validate_and_save():
+                    bar.close()
+                    return True
+                self.objective.train()
+        bar.close()
+        return False
+
+    def _step(self, global_batch: np.ndarray) -> float:
+        rows = shard(global_batch, self.ctx.rank, self.ctx.world_size)
+        if self.cfg.loss == "inbatch" and self.ctx.enabled:
+            size = len(global_batch) // self.ctx.world_size  # equal parts for all_gather
+            rows = global_batch[self.ctx.rank * size : (self.ctx.rank + 1) * size]
+        train = self.data.train
+        batch: PairBatch = pair_batch(train.context, train.response, train.label, rows)
+        batch = batch.to(self.ctx.device)
+        with _autocast(self.ctx.device, self.cfg.bf16):
+            loss = self.objective(
+                batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,
+                batch.labels,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _reached_max_steps(self) -> bool:
+        return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
+
+    # ---- validation and checkpoints -------------------------------------------------------
+
+    def _validate_and_save(self) -> bool:
+        """Validate (rank 0), keep the best checkpoint, save the last; True to stop early."""
+        stop = False
+        if self.ctx.is_main:
+            stop = self._validate()
+            self._save("last")
+        self.ctx.barrier()
+        return broadcast_flag(stop, self.ctx)
+
+    def _validate(self) -> bool:
+        if self.data.valid is None:
+            return False
+        values = evaluate_split(
+            self.model, self.data.valid, self.cfg.eval_batch_size, self.cfg.loss,
+            self.ctx.device, self.cfg.bf16,
+        )
+        self.logger.validation(values, self.state)
+        log.info(
+            "epoch %d | step %d | %s",
+            self.state.epoch, self.state.step,
+            format_metrics(values, ["loss", "R@1/2", "R@1/10", "R@2/10", "R@5/10", "MRR"]),
+        )
+        score = values.get(SELECTION_METRIC, values["MRR"])
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_step = score, self.state.step
+            self.state.evals_without_gain = 0
+            self._save("best", values)
+            return False
+        self.state.evals_without_gain += 1
+        patience = self.cfg.patience
+        if patience and self.state.evals_without_gain >= patience:
+            log.info("early stop: %d validations without a better %s", patience, SELECTION_METRIC)
+            self.state.stopped_early = True
+            return True
+        return False
+
+    def _save(self, which: str, values: dict[str, float] | None = None) -> None:
+        state = {"trainer": asdict(self.state), "metrics": values or {}}
+        if which == "last":
+            rng = {"torch": torch.get_rng_state()}
+            save_checkpoint(self.run_dir / "last", self.model, state, self.optimizer, rng)
+        else:
+            save_checkpoint(self.run_dir / which, self.model, state)
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.state.step,
+            "epochs": self.state.epoch,
+            "examples": self.state.examples,
+            "best_step": self.state.best_step,
+            "best_" + SELECTION_METRIC: self.state.best_score,
+            "stopped_early": self.state.stopped_early,
+        }
+
+
+def train(
+    prepared_dir: str | Path,
+    run_dir: str | Path,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train a model; see Trainer."""
+    trainer = Trainer(prepared_dir, run_dir, model_config, train_config, resume, overwrite)
+    return trainer.fit()

@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+
+from dualenc.config import ModelConfig
+from dualenc.model import DualEncoder, PeepholeLSTM, inbatch_loss, pair_loss
+
+
+def tiny(cell: str = "lstm", **kw) -> DualEncoder:
+    torch.manual_seed(0)
+    return DualEncoder(ModelConfig(vocab_size=20, embed_dim=4, hidden_dim=3, cell=cell, **kw))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_shapes(cell, bidirectional):
+    model = tiny(cell, bidirectional=bidirectional)
+    ids = torch.randint(2, 20, (5, 7))
+    lens = torch.tensor([7, 1, 3, 5, 2])
+    d = 6 if bidirectional else 3
+    assert model.encode(ids, lens).shape == (5, d)
+    c, r = model.encode_pairs(ids, lens, ids[:4, :3], torch.tensor([3, 2, 1, 3]))
+    assert c.shape == (5, d) and r.shape == (4, d)
+    assert model.all_logits(c, r).shape == (5, 4)
+    assert model(ids, lens, ids, lens).shape == (5,)
+    assert model.candidate_logits(c, r[None].expand(5, 4, d)).shape == (5, 4)
+
+
+def test_hand_computed_bilinear_logit():
+    model = DualEncoder(ModelConfig(vocab_size=4, embed_dim=2, hidden_dim=2))
+    with torch.no_grad():
+        model.M.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
+        model.b.fill_(0.5)
+    c = torch.tensor([[1.0, 1.0]])
+    r = torch.tensor([[2.0, 3.0]])
+    # c·M = [1*1 + 1*0, 1*2 + 1*1] = [1, 3]; (c·M)·r = 1*2 + 3*3 = 11; + b = 11.5
+    assert model.pair_logits(c, r).tolist() == [11.5]
+    assert model.all_logits(c, torch.cat([r, -r])).tolist() == [[11.5, -10.5]]
+    prob = torch.sigmoid(model.pair_logits(c, r)).item()
+    assert prob == pytest.approx(1 / (1 + math.exp(-11.5)))
+
+
+def test_logit_of_the_whole_model_is_c_m_r_plus_b():
+    model = tiny()
+    ids = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]])
+    lens = torch.tensor([3, 2])
+    c, r = model.encode(ids, lens), model.encode(ids.flip(0), lens.flip(0))
+    expected = torch.stack([c[i] @ model.M @ r[i] + model.b for i in range(2)])
+    assert torch.allclose(model(ids, lens, ids.flip(0), lens.flip(0)), expected, atol=1e-6)
+
+
+def test_reference_initialisation():
+    model = DualEncoder(ModelConfig(vocab_size=50))
+    assert model.embedding.weight.abs().max() <= 0.25
+    assert model.M.shape == (200, 200) and model.M.abs().max() <= 2.0
+    assert model.b.item() == 0.0
+    bias = model.encoder.forward_rnn.bias_ih_l0
+    assert bias[200:400].eq(2.0).all() and bias[:200].eq(0.0).all()
+    identity = DualEncoder(ModelConfig(vocab_size=50, m_init="identity"))
+    assert torch.equal(identity.M, torch.eye(200))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+def test_padding_does_not_change_an_encoding(cell):
+    model = tiny(cell, bidirectional=True).eval()
+    seq = torch.tensor([[5, 6, 7]])
+    alone = model.encode(seq, torch.tensor([3]))
+    padded = model.encode(torch.tensor([[5, 6, 7, 0, 0, 0]]), torch.tensor([3]))
+    assert torch.allclose(alone, padded, atol=1e-6)
+
+
+def test_length_groups_give_the_same_encodings():
+    model = tiny().eval()
+    ids = torch.randint(2, 20, (9, 8))
+    lens = torch.tensor([8, 1, 4, 6, 2, 8, 3, 5, 7])
+    whole = model.encode(ids, lens)
+    model.group_size = 2
+    assert torch.allclose(model.encode(ids, lens), whole, atol=1e-6)
+
+
+def reference_peephole(cell: PeepholeLSTM, x: torch.Tensor) -> torch.Tensor:
+    """One sequence (T, E), one step at a time, straight from the equations."""
+    h_dim = cell.hidden_dim
+    w_i, w_f, w_g, w_o = cell.weight_ih.split(h_dim)
+    u_i, u_f, u_g, u_o = cell.weight_hh.split(h_dim)
+    b_i, b_f, b_g, b_o = cell.bias.split(h_dim)
+    p_i, p_f, p_o = cell.peephole
+    h = torch.zeros(h_dim)
+    c = torch.zeros(h_dim)
+    for x_t in x:
+        i = torch.sigmoid(w_i @ x_t + u_i @ h + p_i * c + b_i)
+        f = torch.sigmoid(w_f @ x_t + u_f @ h + p_f * c + b_f)
+        g = torch.tanh(w_g @ x_t + u_g @ h + b_g)
+        c = f * c + i * g
+        o = torch.sigmoid(w_o @ x_t + u_o @ h + p_o * c + b_o)
+        h = o * torch.tanh(c)
+    return h
+
+
+def test_peephole_cell_matches_a_step_by_step_reference():
+    torch.manual_seed(1)
+    cell = PeepholeLSTM(input_dim=4, hidden_dim=3, forget_bias=2.0)
+    with torch.no_grad():
+        cell.bias.normal_()  # make every term count
+    x = torch.randn(4, 6, 4)
+    lens = torch.tensor([6, 2, 4, 1])
+    got = cell(x, lens)
+    for row in range(4):
+        want = reference_peephole(cell, x[row, : lens[row]])
+        assert torch.allclose(got[row], want, atol=1e-6)
+
+
+def test_peephole_forget_bias():
+    cell = PeepholeLSTM(4, 3, forget_bias=2.0)
+    assert cell.bias.tolist() == [0.0] * 3 + [2.0] * 3 + [0.0] * 6
+
+
+def test_losses():
+    logits = torch.tensor([0.0, 0.0])
+    assert pair_loss(logits, torch.tensor([1, 0])).item() == pytest.approx(math.log(2))
+    # Two contexts, equal scores everywhere: each picks its response with p = 1/2.
+    assert inbatch_loss(torch.zeros(2, 2)).item() == pytest.approx(math.log(2))
+    # Offset: this process holds rows 2..3 of a global batch of 4; targets are columns 2, 3.
+    all_logits = torch.tensor([[0.0, 0.0, 9.0, 0.0], [0.0, 0.0, 0.0, 9.0]])
+    assert inbatch_loss(all_logits, offset=2).item() < 0.01
