@@ -21,6 +21,7 @@ import time
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,12 @@ from dualenc.features import (
     read_manifest,
 )
 from dualenc.fileio import atomic_dir, write_json
-from dualenc.text import TOKENIZER_KINDS, Tokenizer, Vocabulary
+from dualenc.text import TOKENIZER_KINDS, Memo, Tokenizer, Vocabulary
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-_CACHE_CHARS = 64_000_000  # characters of text whose ids are remembered (contexts repeat)
+_CACHE_CHARS = 32_000_000  # characters of text whose ids are remembered (contexts repeat)
 _ROWS_PER_CHUNK = 16_384  # rows remapped at once
 _IDS_PER_CHUNK = 8_000_000  # ids counted at once
 
@@ -152,24 +153,29 @@ class _SplitRead:
 
 
 class _ProvisionalIds:
-    # Token -> provisional id in order of first sight; text -> ids cached while it fits.
+    # Token -> provisional id in order of first sight. Words and whole texts are memoized
+    # (contexts repeat when many pairs come from one dialog); the text memo restarts when full.
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.index: dict[str, int] = {}
-        self._cache: dict[str, np.ndarray] = {}
+        self._word_ids = Memo(self._ids_of_word)
+        self._text_ids: dict[str, np.ndarray] = {}
         self._cached_chars = 0
 
+    def _ids_of_word(self, word: str) -> tuple[int, ...]:
+        index = self.index
+        return tuple(index.setdefault(t, len(index)) for t in self.tokenizer.split_word(word))
+
     def encode(self, text: str) -> np.ndarray:
-        ids = self._cache.get(text)
+        ids = self._text_ids.get(text)
         if ids is None:
-            index = self.index
-            tokens = self.tokenizer.tokenize(text)
-            ids = np.array([index.setdefault(t, len(index)) for t in tokens], dtype=np.int32)
+            words = self.tokenizer.words(text)
+            ids = np.fromiter(chain.from_iterable(map(self._word_ids.__getitem__, words)), np.int32)
             if self._cached_chars + len(text) > _CACHE_CHARS:
-                self._cache.clear()
+                self._text_ids.clear()
                 self._cached_chars = 0
-            self._cache[text] = ids
+            self._text_ids[text] = ids
             self._cached_chars += len(text)
         return ids
 

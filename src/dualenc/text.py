@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,18 @@ _NORMALIZE = str.maketrans({"\u2019": "'", "\u2018": "'"})  # typographic apostr
 _CACHE_LIMIT = 1_000_000  # words whose split is remembered; the cache restarts when full
 
 
+class Memo(dict):
+    """A dict that fills in a missing key with `compute(key)` and keeps the answer."""
+
+    def __init__(self, compute: Callable[[str], Any]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: str) -> Any:
+        value = self[key] = self.compute(key)
+        return value
+
+
 @dataclass
 class Tokenizer:
     """Turns text into tokens the same way in `prepare`, training and ranking new text.
@@ -50,34 +63,38 @@ class Tokenizer:
     `__eot__`, URLs, paths, versions, file names and hyphenated words whole. Text that was
     already tokenized that way comes back unchanged. The "whitespace" kind only splits on
     whitespace.
+
+    Tokenizing is `words` then `split_word` on each word, so a caller may memoize words.
     """
 
     kind: str = "default"  # "default" or "whitespace"
     lowercase: bool = True  # lower-case before splitting
-    _cache: dict[str, tuple[str, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _pieces: Memo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TOKENIZER_KINDS:
             raise ValueError(f"unknown tokenizer {self.kind!r}; choose from {TOKENIZER_KINDS}")
+        self._pieces = Memo(self.split_word)
 
     def tokenize(self, text: str) -> list[str]:
         """The tokens of `text`."""
+        if self.kind == "whitespace":
+            return self.words(text)
+        if len(self._pieces) > _CACHE_LIMIT:
+            self._pieces.clear()
+        return list(chain.from_iterable(map(self._pieces.__getitem__, self.words(text))))
+
+    def words(self, text: str) -> list[str]:
+        """The whitespace-separated words of `text`, lower-cased if `lowercase`."""
         if self.lowercase:
             text = text.lower()
-        if self.kind == "whitespace":
-            return text.split()
-        cache = self._cache
-        if len(cache) > _CACHE_LIMIT:
-            cache.clear()
-        tokens: list[str] = []
-        for word in text.translate(_NORMALIZE).split():
-            pieces = cache.get(word)
-            if pieces is None:
-                pieces = cache[word] = split_word(word)
-            tokens.extend(pieces)
-        return tokens
+        if self.kind == "default":
+            text = text.translate(_NORMALIZE)
+        return text.split()
+
+    def split_word(self, word: str) -> tuple[str, ...]:
+        """The tokens of one word from `words`."""
+        return split_word(word) if self.kind == "default" else (word,)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, as saved in a prepared folder's tokenizer.json."""

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     options = CreateOptions(
         examples=args.examples, seed=args.seed, overwrite=True, progress=args.progress
     )
-    print(create_sets("embedded", sets, options).summary())
+    create_sets("embedded", sets, options)
 
     _stage("prepare: vocabulary and memory-mapped id arrays")
     manifest = prepare(sets, prepared, PrepareOptions(overwrite=True, progress=args.progress))

@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from dualenc.train import train
 
     model_config, train_config = split_settings(resolve_settings(args))
-    summary = train(args.prepared, args.out, model_config, train_config, args.resume, args.overwrite)
+    summary = train(
+        args.prepared, args.out, model_config, train_config, args.resume, args.overwrite
+    )
     log.info("done: %s", json.dumps(summary))
     return 0

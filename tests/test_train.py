@@ -1,0 +1,108 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dualenc.config import ModelConfig, TrainConfig
+from dualenc.corpus.create import CreateOptions, create_sets
+from dualenc.errors import DualencError
+from dualenc.prepare import PrepareOptions, prepare
+from dualenc.ranker import Ranker
+from dualenc.train import train
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    options = CreateOptions(examples=320, seed=7, progress=False)
+    create_sets(shared_data / "ubuntu-irc", root / "sets", options)
+    prepare(root / "sets", root / "prepared", PrepareOptions(min_frequency=2, progress=False))
+    return root
+
+
+def tiny_model() -> ModelConfig:
+    return ModelConfig(embed_dim=8, hidden_dim=8)
+
+
+def tiny_train(**kw) -> TrainConfig:
+    values = dict(batch_size=32, epochs=3, eval_every=0, patience=0, threads=1, progress=False)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "last" / "model.safetensors"))
+
+
+def test_run_folder_holds_checkpoints_logs_and_metrics(prepared, tmp_path):
+    summary = train(prepared / "prepared", tmp_path / "run", tiny_model(), tiny_train(epochs=2))
+    run = tmp_path / "run"
+    assert summary["steps"] == 20 and summary["epochs"] == 2  # 320 pairs / 32 = 10 a epoch
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "metrics.csv"):
+        assert (run / name).is_file()
+    for folder in ("best", "last"):
+        assert (run / folder / "model.safetensors").is_file()
+    assert (run / "last" / "optimizer.safetensors").is_file()
+    assert any((run / "tensorboard").iterdir())
+    with open(run / "metrics.csv", newline="") as f:
+        tags = {row["tag"] for row in csv.DictReader(f)}
+    assert {"train/loss", "valid/loss", "valid/R@1/2", "valid/R@1/10", "valid/R@2/10",
+            "valid/R@5/10"} <= tags
+    state = json.loads((run / "best" / "state.json").read_text())
+    assert state["trainer"]["best_step"] in (10, 20)
+
+
+def test_same_seed_repeats_to_the_last_digit(prepared, tmp_path):
+    for name in ("a", "b"):
+        train(prepared / "prepared", tmp_path / name, tiny_model(), tiny_train(max_steps=6))
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loss", ["pair", "inbatch"])
+def test_resume_ends_where_an_uninterrupted_run_ends(prepared, tmp_path, loss):
+    config = dict(loss=loss, eval_every=4)
+    data, whole, split = prepared / "prepared", tmp_path / "whole", tmp_path / "split"
+
+    def model():  # dropout makes the random state matter
+        return ModelConfig(embed_dim=8, hidden_dim=8, dropout=0.1)
+
+    train(data, whole, model(), tiny_train(max_steps=14, **config))
+    train(data, split, model(), tiny_train(max_steps=6, **config))
+    # crosses an epoch boundary after the restart (10 or 5 batches an epoch)
+    train(data, split, model(), tiny_train(max_steps=14, **config), resume=True)
+    a, b = weights(whole), weights(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads((split / "last" / "state.json").read_text())["trainer"]
+    assert state["step"] == 14
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(prepared, tmp_path):
+    train(prepared / "prepared", tmp_path / "run", tiny_model(), tiny_train(max_steps=1))
+    with pytest.raises(DualencError, match="already holds a run"):
+        train(prepared / "prepared", tmp_path / "run", tiny_model(), tiny_train(max_steps=1))
+
+
+def test_a_checkpoint_loads_in_a_fresh_process_without_training_arguments(prepared, tmp_path):
+    run = tmp_path / "run"
+    train(prepared / "prepared", run, tiny_model(), tiny_train(max_steps=3))
+    context = "my sound does not work __eou__ __eot__ "
+    candidates = ["try alsamixer __eou__", "hello __eou__", "reinstall grub __eou__"]
+    here = Ranker.load(run).score([context], [candidates])[0].tolist()
+    code = (
+        "import json, sys; from dualenc.ranker import Ranker; "
+        "r = Ranker.load(sys.argv[1]); "
+        "print(json.dumps(r.score([sys.argv[2]], [json.loads(sys.argv[3])])[0].tolist()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run), context, json.dumps(candidates)],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(out.stdout) == pytest.approx(here, abs=1e-6)
+    ranked = Ranker.load(run).rank(context, candidates)
+    assert sorted(c.index for c in ranked) == [0, 1, 2]
+    assert [c.logit for c in ranked] == sorted(here, reverse=True)
