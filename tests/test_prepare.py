@@ -235,3 +235,10 @@ def test_prepare_reports_bad_options(sets, tmp_path) -> None:
         prepare(sets, tmp_path / "prepared", options)
     with pytest.raises(DataError, match="no train.csv"):
         prepare(tmp_path, tmp_path / "prepared", TINY)
+
+
+def test_prepare_refuses_a_training_file_without_pairs(sets, tmp_path) -> None:
+    write_csv(sets / "train.csv", TRAIN[:1])
+    with pytest.raises(DataError, match="no training pairs"):
+        prepare(sets, tmp_path / "prepared", TINY)
+    assert not (tmp_path / "prepared").exists()

@@ -62,9 +62,15 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def shard_bounds(size: int, world_size: int) -> list[int]:
+    """Where each process's slice of a global batch of `size` rows starts: world_size + 1
+    offsets, rank r holding rows bounds[r] to bounds[r + 1]."""
+    return np.linspace(0, size, world_size + 1).round().astype(int).tolist()
+
+
 def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This process's contiguous slice of a global batch."""
-    bounds = np.linspace(0, len(batch), world_size + 1).round().astype(int)
+    bounds = shard_bounds(len(batch), world_size)
     return batch[bounds[rank] : bounds[rank + 1]]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -59,17 +60,63 @@ def init_distributed(device_name: str) -> DistContext:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if rank != 0:  # rank 0 reports progress; the others keep warnings and errors only
+        logging.getLogger("dualenc").setLevel(logging.WARNING)
     return DistContext(rank, world_size, local_rank, device)
 
 
-def gather_with_grad(local: Tensor, ctx: DistContext) -> Tensor:
+def gather_with_grad(local: Tensor, ctx: DistContext, sizes: list[int] | None = None) -> Tensor:
     """Concatenate a tensor of every process along dim 0, gradients flowing back to each
-    process's own part: (b, D) -> (world_size * b, D)."""
+    process's own part: (b, D) -> (sum(sizes), D).
+
+    `sizes` are the rows of every process's part, in rank order; they may differ (the
+    default is b for all). The backward pass sums, on each process, the gradients that all
+    processes' losses send to its part.
+    """
     if not ctx.enabled:
         return local
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local), dim=0)
+    sizes = sizes or [local.shape[0]] * ctx.world_size
+    padding = local.new_zeros(max(sizes) - local.shape[0], *local.shape[1:])
+    parts = all_gather(torch.cat([local, padding]))  # world_size x (max(sizes), D)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
+
+
+def mean_over_processes(value: float, ctx: DistContext) -> float:
+    """The mean of a number over all processes (every process must call it)."""
+    if not ctx.enabled:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(total)
+    return float(total.item()) / ctx.world_size
+
+
+def _rng_suffix(rank: int) -> str:
+    return f".rank{rank}" if rank else ""
+
+
+def gather_rng_states(ctx: DistContext) -> dict[str, Tensor]:
+    """The random state of every process, keyed `torch` and `cuda` for rank 0 and
+    `torch.rankR`, `cuda.rankR` for rank R (every process must call it)."""
+    local = {"torch": torch.get_rng_state()}
+    if ctx.device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(ctx.device)
+    states = [local]
+    if ctx.enabled:
+        states = [{} for _ in range(ctx.world_size)]
+        dist.all_gather_object(states, local)
+    return {f"{k}{_rng_suffix(r)}": v for r, state in enumerate(states) for k, v in state.items()}
+
+
+def set_rng_states(states: dict[str, Tensor], ctx: DistContext) -> None:
+    """Restore this process's part of what gather_rng_states saved; a process with no saved
+    state (a resume with more processes) keeps its own."""
+    suffix = _rng_suffix(ctx.rank)
+    if "torch" + suffix in states:
+        torch.set_rng_state(states["torch" + suffix])
+    if "cuda" + suffix in states and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda" + suffix], ctx.device)
 
 
 def broadcast_flag(value: bool, ctx: DistContext) -> bool:

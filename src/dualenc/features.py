@@ -10,16 +10,17 @@ from __future__ import annotations
 import io
 import os
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from dualenc.errors import DataError
 from dualenc.fileio import read_json
-from dualenc.text import Tokenizer, Vocabulary, join_turns
+from dualenc.text import Memo, Tokenizer, Vocabulary, join_turns
 
 # The files of a prepared folder that turn new text into ids exactly as training saw it.
 VOCAB_FILE = "vocab.txt"
@@ -193,6 +194,96 @@ class RaggedWriter:
         else:
             self._file.close()
             os.unlink(self._file.name)
+
+
+class ProvisionalIds:
+    """Text to ids of tokens in order of first sight, for one pass over a file.
+
+    `prepare` stores these ids, counts them, and maps them to vocabulary ids once the
+    vocabulary is known. Words and whole texts are memoized (contexts repeat when many pairs
+    come from one dialog); the text memo starts afresh when it holds `cache_chars` of text.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, cache_chars: int = 32_000_000) -> None:
+        self.tokenizer = tokenizer
+        self.index: dict[str, int] = {}  # token -> provisional id
+        self._word_ids = Memo(self._ids_of_word)
+        self._text_ids: dict[str, np.ndarray] = {}
+        self._cached_chars = 0
+        self._cache_chars = cache_chars
+
+    def _ids_of_word(self, word: str) -> tuple[int, ...]:
+        index = self.index
+        return tuple(index.setdefault(t, len(index)) for t in self.tokenizer.split_word(word))
+
+    def encode(self, text: str) -> np.ndarray:
+        """The provisional ids of the tokens of `text`, int32."""
+        ids = self._text_ids.get(text)
+        if ids is None:
+            words = self.tokenizer.words(text)
+            ids = np.fromiter(chain.from_iterable(map(self._word_ids.__getitem__, words)), np.int32)
+            if self._cached_chars + len(text) > self._cache_chars:
+                self._text_ids.clear()
+                self._cached_chars = 0
+            self._text_ids[text] = ids
+            self._cached_chars += len(text)
+        return ids
+
+
+def _open_ids(folder: str | Path, name: str) -> tuple[BinaryIO, int]:
+    # The ids file opened at its first id, and how many ids it holds.
+    file = open(Path(folder) / f"{name}.ids.npy", "rb")
+    np.lib.format.read_magic(file)
+    (count,), _, _ = np.lib.format.read_array_header_1_0(file)
+    return file, count
+
+
+def iter_id_chunks(folder: str | Path, name: str, chunk_size: int) -> Iterator[np.ndarray]:
+    """The ids of a ragged array on disk, all rows end to end, `chunk_size` at a time.
+
+    Plain reads rather than a memory map, so pages once read do not stay in the process.
+    """
+    file, count = _open_ids(folder, name)
+    with file:
+        for start in range(0, count, chunk_size):
+            yield np.fromfile(file, dtype=np.int32, count=min(chunk_size, count - start))
+
+
+def copy_truncated(
+    folder: str | Path,
+    name: str,
+    writer: RaggedWriter,
+    limit: int,
+    keep: str,
+    lookup: np.ndarray | None = None,
+    rows_per_chunk: int = 16_384,
+) -> None:
+    """Copy a ragged array into `writer`, each row cut to `limit` ids, vectorised by chunk.
+
+    Args:
+        folder, name: the ragged array to copy.
+        writer: where the rows go.
+        limit: the most ids a row keeps.
+        keep: "last" keeps the most recent ids (contexts), "first" the first (responses).
+        lookup: if given, every id i becomes lookup[i].
+    """
+    if keep not in ("first", "last"):
+        raise ValueError(f"keep must be 'first' or 'last', not {keep!r}")
+    offsets = np.load(Path(folder) / f"{name}.offsets.npy")
+    lengths = np.load(Path(folder) / f"{name}.lengths.npy").astype(np.int64)
+    file, _ = _open_ids(folder, name)
+    with file:
+        for a in range(0, len(lengths), rows_per_chunk):
+            b = min(a + rows_per_chunk, len(lengths))
+            span = np.fromfile(file, dtype=np.int32, count=int(offsets[b] - offsets[a]))
+            kept = np.minimum(lengths[a:b], limit)  # (R,)
+            starts = offsets[a:b] - offsets[a]  # (R,) where each row begins in `span`
+            if keep == "last":
+                starts = starts + lengths[a:b] - kept
+            out_starts = np.cumsum(kept) - kept  # (R,)
+            gather = np.repeat(starts - out_starts, kept) + np.arange(int(kept.sum()))
+            ids = span[gather]
+            writer.extend(lookup[ids] if lookup is not None else ids, kept)
 
 
 @dataclass

@@ -19,9 +19,7 @@ import logging
 import shutil
 import time
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +43,20 @@ from dualenc.features import (
     MANIFEST_FILE,
     TOKENIZER_FILE,
     VOCAB_FILE,
+    ProvisionalIds,
     Ragged,
     RaggedWriter,
     TextEncoder,
+    copy_truncated,
+    iter_id_chunks,
     read_manifest,
 )
 from dualenc.fileio import atomic_dir, write_json
-from dualenc.text import TOKENIZER_KINDS, Memo, Tokenizer, Vocabulary
+from dualenc.text import TOKENIZER_KINDS, Tokenizer, Vocabulary
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-_CACHE_CHARS = 32_000_000  # characters of text whose ids are remembered (contexts repeat)
-_ROWS_PER_CHUNK = 16_384  # rows remapped at once
 _IDS_PER_CHUNK = 8_000_000  # ids counted at once
 
 
@@ -152,34 +151,6 @@ class _SplitRead:
     lengths: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class _ProvisionalIds:
-    # Token -> provisional id in order of first sight. Words and whole texts are memoized
-    # (contexts repeat when many pairs come from one dialog); the text memo restarts when full.
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.index: dict[str, int] = {}
-        self._word_ids = Memo(self._ids_of_word)
-        self._text_ids: dict[str, np.ndarray] = {}
-        self._cached_chars = 0
-
-    def _ids_of_word(self, word: str) -> tuple[int, ...]:
-        index = self.index
-        return tuple(index.setdefault(t, len(index)) for t in self.tokenizer.split_word(word))
-
-    def encode(self, text: str) -> np.ndarray:
-        ids = self._text_ids.get(text)
-        if ids is None:
-            words = self.tokenizer.words(text)
-            ids = np.fromiter(chain.from_iterable(map(self._word_ids.__getitem__, words)), np.int32)
-            if self._cached_chars + len(text) > _CACHE_CHARS:
-                self._text_ids.clear()
-                self._cached_chars = 0
-            self._text_ids[text] = ids
-            self._cached_chars += len(text)
-        return ids
-
-
 def find_sources(sets: str | Path) -> dict[str, Path]:
     """The ranking files of a sets folder: train (required), valid and test (optional)."""
     sets = Path(sets)
@@ -216,11 +187,13 @@ def prepare(
     started = time.perf_counter()
     tokenizer = Tokenizer(options.tokenizer, options.lowercase)
     with atomic_dir(out, overwrite=options.overwrite) as tmp:
-        provisional = _ProvisionalIds(tokenizer)
+        provisional = ProvisionalIds(tokenizer)
         reads = [
             _read_split(split, path, provisional, tmp / "_work" / split, options)
             for split, path in sources.items()
         ]
+        for read in reads:
+            _report_skips(read)
         vocab, counts, lookup = _build_vocabulary(provisional, reads[0], options)
         coverage = {"train": _coverage(counts, lookup)}
         for read in reads:
@@ -237,7 +210,7 @@ def prepare(
 
 
 def _read_split(
-    split: str, path: Path, provisional: _ProvisionalIds, folder: Path, options: PrepareOptions
+    split: str, path: Path, provisional: ProvisionalIds, folder: Path, options: PrepareOptions
 ) -> _SplitRead:
     read = _SplitRead(split, path, folder, ReadStats())
     bar = dict(desc=f"reading {path.name}", unit=" rows", disable=not options.progress)
@@ -254,44 +227,36 @@ def _read_split(
         return read
     with RaggedWriter(folder, "context") as contexts, RaggedWriter(folder, "candidates") as cands:
         for example in tqdm(read_eval_examples(path, options.skip_bad, read.stats), **bar):
-            if read.num_candidates is None:
-                read.num_candidates = len(example.candidates)
-            elif len(example.candidates) != read.num_candidates:
-                raise DataError(
-                    path,
-                    f"{len(example.candidates)} candidates where the first example had "
-                    f"{read.num_candidates}",
-                    line=example.line,
-                )
+            read.num_candidates = len(example.candidates)  # one K a file: header or group
             contexts.append(provisional.encode(example.context))
             for candidate in example.candidates:
                 cands.append(provisional.encode(candidate))
     return read
 
 
+def _report_skips(read: _SplitRead) -> None:
+    if read.stats.skipped:
+        log.warning("%s: skipped %d bad rows", read.source, read.stats.skipped)
+        for message in read.stats.errors:
+            log.warning("  %s", message)
+    if read.name == "train" and read.stats.rows == 0:
+        raise DataError(read.source, f"no training pairs ({read.stats.skipped} bad rows skipped)")
+
+
 def _names(read: _SplitRead) -> tuple[str, str]:
     return ("context", "response") if read.name == "train" else ("context", "candidates")
-
-
-def _id_chunks(folder: Path, name: str) -> Iterable[np.ndarray]:
-    # Plain reads rather than a memory map, so the pages read do not count as ours.
-    with open(folder / f"{name}.ids.npy", "rb") as file:
-        np.lib.format.read_magic(file)
-        (count,), _, dtype = np.lib.format.read_array_header_1_0(file)
-        for start in range(0, count, _IDS_PER_CHUNK):
-            yield np.fromfile(file, dtype=dtype, count=min(_IDS_PER_CHUNK, count - start))
 
 
 def _count_ids(read: _SplitRead, size: int) -> np.ndarray:
     counts = np.zeros(size, dtype=np.int64)
     for name in _names(read):
-        for chunk in _id_chunks(read.folder, name):
+        for chunk in iter_id_chunks(read.folder, name, _IDS_PER_CHUNK):
             counts += np.bincount(chunk, minlength=size)
     return counts
 
 
 def _build_vocabulary(
-    provisional: _ProvisionalIds, train: _SplitRead, options: PrepareOptions
+    provisional: ProvisionalIds, train: _SplitRead, options: PrepareOptions
 ) -> tuple[Vocabulary, np.ndarray, np.ndarray]:
     # Returns the vocabulary, training counts by provisional id, and provisional -> final ids.
     tokens = list(provisional.index)  # in provisional-id order
@@ -314,37 +279,12 @@ def _remap_split(read: _SplitRead, lookup: np.ndarray, out: Path, options: Prepa
     context_name, response_name = _names(read)
     limits = {context_name: options.max_context_len, response_name: options.max_response_len}
     for name, limit in limits.items():
-        source = Ragged.load(read.folder, name)
-        read.lengths[name] = np.array(source.lengths)
+        read.lengths[name] = np.load(read.folder / f"{name}.lengths.npy")
+        keep = "last" if name == "context" else "first"
         with RaggedWriter(out, name) as writer:
-            _remap(read.folder, name, source, lookup, limit, name == "context", writer)
+            copy_truncated(read.folder, name, writer, limit, keep, lookup)
     if read.labels is not None:
         np.save(out / "label.npy", np.frombuffer(read.labels, dtype=np.int8))
-
-
-def _remap(
-    folder: Path,
-    name: str,
-    source: Ragged,
-    lookup: np.ndarray,
-    limit: int,
-    keep_last: bool,
-    writer: RaggedWriter,
-) -> None:
-    # Copies `source` row by row, final ids for provisional, each row truncated to `limit`.
-    offsets = np.asarray(source.offsets)
-    lengths = np.asarray(source.lengths, dtype=np.int64)
-    with open(folder / f"{name}.ids.npy", "rb") as file:
-        np.lib.format.read_magic(file)
-        np.lib.format.read_array_header_1_0(file)
-        for a in range(0, len(source), _ROWS_PER_CHUNK):
-            b = min(a + _ROWS_PER_CHUNK, len(source))
-            span = np.fromfile(file, dtype=np.int32, count=int(offsets[b] - offsets[a]))
-            kept = np.minimum(lengths[a:b], limit)  # (R,)
-            starts = offsets[a:b] - offsets[a] + (lengths[a:b] - kept if keep_last else 0)
-            out_starts = np.cumsum(kept) - kept  # (R,)
-            gather = np.repeat(starts - out_starts, kept) + np.arange(int(kept.sum()))
-            writer.extend(lookup[span[gather]], kept)
 
 
 def _manifest(
@@ -396,17 +336,10 @@ def _manifest(
 
 
 def _describe_source(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    fmt = ranking_format(path)
-    return {
-        "file": path.name,
-        "format": fmt,
-        "bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
-    }
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    size = path.stat().st_size
+    return {"file": path.name, "format": ranking_format(path), "bytes": size, "sha256": sha256}
 
 
 def _length_stats(lengths: np.ndarray, limit: int) -> dict[str, Any]:
@@ -422,23 +355,18 @@ def _summary(values: np.ndarray) -> dict[str, float]:
         return {"mean": 0.0, "median": 0.0, "p95": 0.0, "max": 0}
     return {
         "mean": round(float(values.mean()), 3),
-        "median": float(np.median(values)),
-        "p95": float(np.percentile(values, 95)),
+        "median": round(float(np.median(values)), 3),
+        "p95": round(float(np.percentile(values, 95)), 3),
         "max": int(values.max()),
     }
 
 
 def _log_summary(manifest: dict[str, Any], out: str | Path, seconds: float) -> None:
     counts = ", ".join(f"{split} {n:,}" for split, n in manifest["counts"].items())
-    skipped = sum(manifest["skipped"].values())
     log.info(
-        "prepared %s | vocab %s | train coverage %.3f | skipped %d | %.1fs -> %s",
-        counts,
-        f"{manifest['vocab_size']:,}",
-        manifest["coverage"]["train"],
-        skipped,
-        seconds,
-        out,
+        f"prepared {counts} | vocab {manifest['vocab_size']:,} | train coverage "
+        f"{manifest['coverage']['train']:.3f} | skipped {sum(manifest['skipped'].values())} | "
+        f"{seconds:.1f}s -> {out}"
     )
 
 

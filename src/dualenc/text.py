@@ -29,8 +29,6 @@ _CLOSERS = ".,!?;:)]}>\"'`\u201d\u2019\u00bb\u2026"
 
 _PLAIN = re.compile(r"[^\W_]+")  # letters and digits only: nothing to split
 _HAS_ALNUM = re.compile(r"[^\W_]")
-_LEAD = re.compile("^[" + re.escape(_OPENERS) + "]+")
-_TRAIL = re.compile("[" + re.escape(_CLOSERS) + "]+$")
 _RUNS = re.compile(r"((.)\2*)", re.S)  # runs of one repeated character: "..." or "!" or "``"
 _ABBREVIATION = re.compile(r"(?:[^\W\d_]\.){2,}")  # "e.g." and "i.e." keep their last dot
 # English clitics, split off the way the Ubuntu corpus was tokenized: "do n't", "it 's".
@@ -143,20 +141,17 @@ def split_word(word: str) -> tuple[str, ...]:
         return (word,)  # all punctuation, like "``", ":/" or "...": one token
 
     # Closing punctuation off the end, one token per run of a repeated character.
-    core, trail = word, ""
-    found = _TRAIL.search(word)
-    if found:
-        core, trail = word[: found.start()], found.group()
-        if trail[0] == "." and _ABBREVIATION.fullmatch(core + "."):
-            core, trail = core + ".", trail[1:]
+    core = word.rstrip(_CLOSERS)
+    trail = word[len(core) :]
+    if trail.startswith(".") and _ABBREVIATION.fullmatch(core + "."):
+        core, trail = core + ".", trail[1:]
     tokens: list[str] = []
 
     # Opening punctuation off the front, unless what is left is a clitic ("'ll").
     if core not in _CLITICS:
-        found = _LEAD.match(core)
-        if found:
-            tokens.extend(run[0] for run in _RUNS.findall(found.group()))
-            core = core[found.end() :]
+        rest = core.lstrip(_OPENERS)
+        tokens.extend(run[0] for run in _RUNS.findall(core[: len(core) - len(rest)]))
+        core = rest
 
     # Clitics off the stem, from the end: "i'd've" -> "i 'd 've".
     clitics: list[str] = []

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dualenc import __version__
-from dualenc.batching import PairBatch, epoch_batches, pair_batch, shard
+from dualenc.batching import PairBatch, epoch_batches, pair_batch, shard, shard_bounds
 from dualenc.checkpoint import (
     load_optimizer_state,
     load_rng_state,
@@ -33,7 +33,15 @@ from dualenc.checkpoint import (
     write_run_files,
 )
 from dualenc.config import ModelConfig, TrainConfig, validate
-from dualenc.distributed import DistContext, broadcast_flag, gather_with_grad, init_distributed
+from dualenc.distributed import (
+    DistContext,
+    broadcast_flag,
+    gather_rng_states,
+    gather_with_grad,
+    init_distributed,
+    mean_over_processes,
+    set_rng_states,
+)
 from dualenc.embeddings import load_pretrained
 from dualenc.errors import DualencError
 from dualenc.evaluate import evaluate_split
@@ -88,15 +96,26 @@ class Objective(nn.Module):
         super().__init__()
         self.model, self.loss, self.ctx = model, loss, ctx
 
-    def forward(self, c_ids: Tensor, c_lens: Tensor, r_ids: Tensor, r_lens: Tensor, labels: Tensor):
+    def forward(
+        self, c_ids: Tensor, c_lens: Tensor, r_ids: Tensor, r_lens: Tensor, labels: Tensor,
+        global_size: int,
+    ) -> Tensor:
+        """This process's part of the global batch's loss; `global_size` pairs in all."""
         c, r = self.model.encode_pairs(c_ids, c_lens, r_ids, r_lens)  # (b, D), (b, D)
         c, r = c.float(), r.float()
         if self.loss == "pair":
-            return pair_loss(self.model.pair_logits(c, r), labels)
-        r_all = gather_with_grad(r, self.ctx)  # (world * b, D): negatives of the global batch
-        logits = self.model.all_logits(c, r_all)  # (b, world * b)
-        offset = self.ctx.rank * c.shape[0]
-        return inbatch_loss(logits, offset)
+            loss = pair_loss(self.model.pair_logits(c, r), labels)
+        else:
+            bounds = shard_bounds(global_size, self.ctx.world_size)
+            sizes = np.diff(bounds).tolist()
+            r_all = gather_with_grad(r, self.ctx, sizes)  # (B, D): negatives of the global batch
+            logits = self.model.all_logits(c, r_all)  # (b, B)
+            loss = inbatch_loss(logits, bounds[self.ctx.rank])
+        if not self.ctx.enabled:
+            return loss
+        # NOTE: DDP averages gradients over processes; weighting each process's mean by
+        # world * b / B turns that average into the gradient of the global batch's mean.
+        return loss * (c.shape[0] * self.ctx.world_size / global_size)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -132,6 +151,8 @@ class Trainer:
         self.model = DualEncoder(model_config)
         if train_config.embeddings:
             load_pretrained(self.model, self.data.vocab, train_config.embeddings)
+        if self.ctx.enabled:  # the same initial weights, but each process its own dropout
+            torch.manual_seed(train_config.seed + self.ctx.rank)
         if train_config.freeze_embeddings:
             self.model.embedding.weight.requires_grad_(False)
         self.model.to(self.ctx.device)
@@ -151,6 +172,7 @@ class Trainer:
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.objective = DistributedDataParallel(objective, device_ids=device_ids)
         self.logger = RunLogger(self.run_dir, self.state.step) if self.ctx.is_main else None
+        self.trace_dir = os.environ.get("DUALENC_TRACE_ROWS")  # see _trace_rows
 
     def _resumed_model_config(self) -> ModelConfig:
         from dualenc.config import model_config_from_dict
@@ -166,6 +188,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run (pass --resume to continue it, "
                 "or --overwrite to start again)"
             )
+        self.ctx.barrier()  # every process has looked at the folder before rank 0 writes it
         if self.ctx.is_main and not resume:
             lengths = (self.data.max_context_len, self.data.max_response_len)
             config = run_config(
@@ -193,9 +216,7 @@ class Trainer:
         load_optimizer_state(folder, self.optimizer)
         saved = read_json(folder / "state.json")
         self.state = TrainState(**saved["trainer"])
-        rng = load_rng_state(folder)
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
+        set_rng_states(load_rng_state(folder), self.ctx)
         log.info("resumed at step %d (epoch %d)", self.state.step, self.state.epoch)
 
     # ---- the loop -------------------------------------------------------------------------
@@ -216,6 +237,7 @@ class Trainer:
                 lengths, rows, self.cfg.batch_size, self.cfg.bucket_batches,
                 self.cfg.seed, self.state.epoch,
             )
+            batches = [b for b in batches if len(b) >= self.ctx.world_size]  # no empty slices
             stop = self._train_epoch(batches)
             if self.state.batch_in_epoch >= len(batches):
                 self.state.epoch += 1
@@ -248,6 +270,7 @@ class Trainer:
             bar.update(1)
             if window.steps == LOG_EVERY or index + 1 == len(batches):
                 mean_loss, rate = window.flush()
+                mean_loss = mean_over_processes(mean_loss, self.ctx)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{rate:.0f}")
                 if self.logger:
                     self.logger.scalar("train/loss", mean_loss, self.state)
@@ -266,22 +289,30 @@ class Trainer:
 
     def _step(self, global_batch: np.ndarray) -> float:
         rows = shard(global_batch, self.ctx.rank, self.ctx.world_size)
-        if self.cfg.loss == "inbatch" and self.ctx.enabled:
-            size = len(global_batch) // self.ctx.world_size  # equal parts for all_gather
-            rows = global_batch[self.ctx.rank * size : (self.ctx.rank + 1) * size]
+        self._trace_rows(rows)
         train = self.data.train
         batch: PairBatch = pair_batch(train.context, train.response, train.label, rows)
         batch = batch.to(self.ctx.device)
         with _autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
                 batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,
-                batch.labels,
+                batch.labels, len(global_batch),
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.optimizer.step()
         return float(loss.detach())
+
+    def _trace_rows(self, rows: np.ndarray) -> None:
+        """With DUALENC_TRACE_ROWS=DIR, each process appends a line `step row row ...` per step
+        to DIR/rows-rankR.txt: the training rows it took (how the tests check the shards)."""
+        if not self.trace_dir:
+            return
+        folder = Path(self.trace_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"rows-rank{self.ctx.rank}.txt", "a", encoding="utf-8") as f:
+            f.write(" ".join(str(i) for i in [self.state.step + 1, *rows.tolist()]) + "\n")
 
     def _reached_max_steps(self) -> bool:
         return bool(self.cfg.max_steps) and self.state.step >= self.cfg.max_steps
@@ -291,9 +322,10 @@ class Trainer:
     def _validate_and_save(self) -> bool:
         """Validate (rank 0), keep the best checkpoint, save the last; True to stop early."""
         stop = False
+        rng = gather_rng_states(self.ctx)  # every process's, for an exact resume
         if self.ctx.is_main:
             stop = self._validate()
-            self._save("last")
+            self._save("last", rng=rng)
         self.ctx.barrier()
         return broadcast_flag(stop, self.ctx)
 
@@ -324,10 +356,12 @@ class Trainer:
             return True
         return False
 
-    def _save(self, which: str, values: dict[str, float] | None = None) -> None:
+    def _save(
+        self, which: str, values: dict[str, float] | None = None,
+        rng: dict[str, Tensor] | None = None,
+    ) -> None:
         state = {"trainer": asdict(self.state), "metrics": values or {}}
         if which == "last":
-            rng = {"torch": torch.get_rng_state()}
             save_checkpoint(self.run_dir / "last", self.model, state, self.optimizer, rng)
         else:
             save_checkpoint(self.run_dir / which, self.model, state)
