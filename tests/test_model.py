@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dualenc.config import ModelConfig
-from dualenc.model import DualEncoder, PeepholeLSTM, inbatch_loss, pair_loss
+from dualenc.model import DualEncoder, inbatch_loss, pair_loss
+from dualenc.peephole import PeepholeLSTM
 
 
 def tiny(cell: str = "lstm", **kw) -> DualEncoder:
@@ -86,8 +87,8 @@ def reference_peephole(cell: PeepholeLSTM, x: torch.Tensor) -> torch.Tensor:
     u_i, u_f, u_g, u_o = cell.weight_hh.split(h_dim)
     b_i, b_f, b_g, b_o = cell.bias.split(h_dim)
     p_i, p_f, p_o = cell.peephole
-    h = torch.zeros(h_dim)
-    c = torch.zeros(h_dim)
+    h = torch.zeros(h_dim, dtype=x.dtype)
+    c = torch.zeros(h_dim, dtype=x.dtype)
     for x_t in x:
         i = torch.sigmoid(w_i @ x_t + u_i @ h + p_i * c + b_i)
         f = torch.sigmoid(w_f @ x_t + u_f @ h + p_f * c + b_f)
@@ -124,3 +125,34 @@ def test_losses():
     # Offset: this process holds rows 2..3 of a global batch of 4; targets are columns 2, 3.
     all_logits = torch.tensor([[0.0, 0.0, 9.0, 0.0], [0.0, 0.0, 0.0, 9.0]])
     assert inbatch_loss(all_logits, offset=2).item() < 0.01
+
+
+def test_peephole_gradients_match_autograd_through_the_reference():
+    torch.manual_seed(2)
+    cell = PeepholeLSTM(input_dim=3, hidden_dim=2).double()
+    with torch.no_grad():
+        cell.bias.normal_()
+        cell.peephole.normal_()
+    x = torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True)
+    lens = torch.tensor([2, 5, 3])
+    weights = torch.randn(3, 2, dtype=torch.float64)
+    (cell(x, lens) * weights).sum().backward()
+    fast = [x.grad.clone()] + [p.grad.clone() for p in cell.parameters()]
+    x.grad = None
+    cell.zero_grad()
+    slow = torch.stack([reference_peephole(cell, x[r, : lens[r]]) for r in range(3)])
+    (slow * weights).sum().backward()
+    reference = [x.grad] + [p.grad for p in cell.parameters()]
+    for got, want in zip(fast, reference, strict=True):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
+def test_a_copy_of_the_true_response_is_no_negative():
+    # Rows 0 and 1 hold the same response (key 5): unmasked each context splits its
+    # probability over two equal columns (loss ln 2); masked, only its own column is left.
+    logits = torch.zeros(3, 3)
+    keys = torch.tensor([5, 5, 7])
+    assert inbatch_loss(logits).item() == pytest.approx(math.log(3))
+    # row 0: columns 0 and 2 remain -> ln 2; row 1: columns 1 and 2 -> ln 2; row 2: all -> ln 3
+    expected = (2 * math.log(2) + math.log(3)) / 3
+    assert inbatch_loss(logits, 0, keys, keys).item() == pytest.approx(expected)

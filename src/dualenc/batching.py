@@ -10,6 +10,7 @@ same global batches and takes its own slice of each.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class PairBatch:
     response_ids: torch.Tensor  # (B, Tr)
     response_lens: torch.Tensor  # (B,)
     labels: torch.Tensor  # (B,)
+    response_keys: torch.Tensor  # (B,) a checksum of each response's ids: equal texts, equal keys
 
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
@@ -80,12 +82,14 @@ def pair_batch(
     """Gather the pairs at `rows` into padded tensors."""
     c_ids, c_lens = context.batch(rows)
     r_ids, r_lens = response.batch(rows)
+    keys = [zlib.crc32(r_ids[i, : r_lens[i]].tobytes()) for i in range(len(rows))]
     return PairBatch(
         torch.from_numpy(c_ids),
         torch.from_numpy(c_lens),
         torch.from_numpy(r_ids),
         torch.from_numpy(r_lens),
         torch.from_numpy(labels[rows].astype(np.float32)),
+        torch.tensor(keys, dtype=torch.int64),
     )
 
 

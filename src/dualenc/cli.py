@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "dualenc.commands.index",
     "dualenc.commands.chat",
     "dualenc.commands.serve",
+    "dualenc.commands.plot",
 ]
 
 

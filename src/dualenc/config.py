@@ -16,6 +16,7 @@ from dualenc.errors import DualencError
 CELLS = ("lstm", "peephole", "gru")
 LOSSES = ("pair", "inbatch")
 M_INITS = ("normal", "identity")
+POOLINGS = ("last", "max", "mean")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -28,6 +29,7 @@ class ModelConfig:
     hidden_dim: int = 200  # recurrent units per direction
     cell: str = "lstm"  # lstm (fused), peephole (LSTM with peepholes) or gru
     bidirectional: bool = False  # concatenate a backward pass: encodings of 2 * hidden_dim
+    pooling: str = "last"  # the encoding: last hidden state at the true length, or max/mean
     forget_bias: float = 2.0  # initial forget-gate bias of LSTM cells
     m_init: str = "normal"  # M from a truncated normal (std 1, cut at 2) or the identity
     dropout: float = 0.0  # dropout on embeddings and encodings while training
@@ -46,6 +48,10 @@ class ModelConfig:
             found.append("embed_dim and hidden_dim must be positive")
         if self.cell not in CELLS:
             found.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.pooling not in POOLINGS:
+            found.append(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling != "last" and self.cell == "peephole":
+            found.append("max and mean pooling need a fused cell (lstm or gru)")
         if self.m_init not in M_INITS:
             found.append(f"m_init must be one of {', '.join(M_INITS)}, got {self.m_init!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -65,6 +65,26 @@ def init_distributed(device_name: str) -> DistContext:
     return DistContext(rank, world_size, local_rank, device)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward, the sum over processes of the whole gathered gradient,
+    of which each process keeps the rows of its own part."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor, sizes: list[int], rank: int) -> Tensor:
+        longest = max(sizes)
+        padded = torch.cat([local, local.new_zeros(longest - local.shape[0], *local.shape[1:])])
+        parts = [torch.empty_like(padded) for _ in sizes]  # all_gather wants equal shapes
+        dist.all_gather(parts, padded.contiguous())
+        ctx.start, ctx.size = sum(sizes[:rank]), sizes[rank]
+        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        grad = grad.contiguous()  # (B, D)
+        dist.all_reduce(grad)  # every process's loss sends gradient to every part
+        return grad[ctx.start : ctx.start + ctx.size], None, None
+
+
 def gather_with_grad(local: Tensor, ctx: DistContext, sizes: list[int] | None = None) -> Tensor:
     """Concatenate a tensor of every process along dim 0, gradients flowing back to each
     process's own part: (b, D) -> (sum(sizes), D).
@@ -75,12 +95,8 @@ def gather_with_grad(local: Tensor, ctx: DistContext, sizes: list[int] | None = 
     """
     if not ctx.enabled:
         return local
-    from torch.distributed.nn.functional import all_gather
-
     sizes = sizes or [local.shape[0]] * ctx.world_size
-    padding = local.new_zeros(max(sizes) - local.shape[0], *local.shape[1:])
-    parts = all_gather(torch.cat([local, padding]))  # world_size x (max(sizes), D)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)
+    return _GatherWithGrad.apply(local, sizes, ctx.rank)
 
 
 def mean_over_processes(value: float, ctx: DistContext) -> float:
@@ -126,3 +142,12 @@ def broadcast_flag(value: bool, ctx: DistContext) -> bool:
     flag = torch.tensor([1.0 if value else 0.0], device=ctx.device)
     dist.broadcast(flag, src=0)
     return bool(flag.item())
+
+
+def gather_keys(local: Tensor, ctx: DistContext) -> Tensor:
+    """Concatenate every process's int64 keys (b,) in rank order -> (B,); no gradient."""
+    if not ctx.enabled:
+        return local
+    parts: list[list[int]] = [[] for _ in range(ctx.world_size)]
+    dist.all_gather_object(parts, local.tolist())
+    return torch.tensor([k for part in parts for k in part], dtype=torch.int64, device=local.device)

@@ -83,7 +83,7 @@ def evaluate_split(
     )
     for batch in eval_batches(split.context, split.candidates, split.num_candidates, batch_size):
         with autocast:
-            logits = candidate_logits(model, batch, device)
+            logits = candidate_logits(model, batch, device).float()  # (B, K), bf16 or not
         total, count = validation_loss(logits, loss)
         metrics.add(logits.cpu().numpy())
         metrics.add_loss(float(total), count)

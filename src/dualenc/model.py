@@ -20,78 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualenc.config import ModelConfig
+from dualenc.peephole import PeepholeLSTM
 
 
 def _glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     with torch.no_grad():
         weight.uniform_(-bound, bound)
-
-
-class PeepholeLSTM(nn.Module):
-    """A one-layer LSTM with peephole connections (Gers & Schmidhuber 2000), as TF's LSTMCell.
-
-    Gates, with ⊙ the element-wise product and c the cell state:
-        i = σ(W_i x + U_i h + p_i ⊙ c_prev + b_i)     f = σ(W_f x + U_f h + p_f ⊙ c_prev + b_f)
-        g = tanh(W_g x + U_g h + b_g)                c = f ⊙ c_prev + i ⊙ g
-        o = σ(W_o x + U_o h + p_o ⊙ c + b_o)         h = o ⊙ tanh(c)
-
-    The input projection of all time steps is one matrix product; the recurrence then runs
-    over time on the still-active sequences only (sorted by length, as packing does).
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, forget_bias: float = 2.0) -> None:
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_dim, input_dim))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_dim, hidden_dim))
-        self.bias = nn.Parameter(torch.zeros(4 * hidden_dim))
-        self.peephole = nn.Parameter(torch.empty(3, hidden_dim))  # p_i, p_f, p_o
-        fan_in, fan_out = input_dim + hidden_dim, 4 * hidden_dim
-        _glorot_(self.weight_ih, fan_in, fan_out)
-        _glorot_(self.weight_hh, fan_in, fan_out)
-        _glorot_(self.peephole, hidden_dim, hidden_dim)
-        with torch.no_grad():
-            self.bias[hidden_dim : 2 * hidden_dim] = forget_bias
-
-    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """Last hidden state of each sequence: inputs (N, T, E), lengths (N,) -> (N, H)."""
-        lengths = lengths.cpu()
-        order = torch.argsort(lengths, descending=True, stable=True)
-        sorted_lengths = lengths[order].tolist()
-        steps = max(sorted_lengths[0], 1) if sorted_lengths else 0
-        x_proj = F.linear(inputs[order, :steps], self.weight_ih, self.bias)  # (N, T, 4H)
-        active = _active_counts(sorted_lengths, steps)
-        n = inputs.shape[0]
-        h = inputs.new_zeros(n, self.hidden_dim)  # (N, H)
-        c = inputs.new_zeros(n, self.hidden_dim)  # (N, H)
-        finished: list[Tensor] = []
-        p_i, p_f, p_o = self.peephole
-        for t in range(steps):
-            k = active[t]
-            if k < h.shape[0]:  # sequences that ended before step t keep their last state
-                finished.append(h[k:])
-                h, c = h[:k], c[:k]
-            gates = x_proj[:k, t] + h @ self.weight_hh.t()  # (k, 4H)
-            i, f, g, o = gates.chunk(4, dim=1)  # each (k, H)
-            c = torch.sigmoid(f + p_f * c) * c + torch.sigmoid(i + p_i * c) * torch.tanh(g)
-            h = torch.sigmoid(o + p_o * c) * torch.tanh(c)
-        finished.append(h)
-        last_sorted = torch.cat(finished[::-1], dim=0)  # (N, H), in sorted order
-        last = torch.empty_like(last_sorted)
-        last[order.to(last.device)] = last_sorted
-        return last
-
-
-def _active_counts(sorted_lengths: list[int], steps: int) -> list[int]:
-    """For each time step, how many of the (descending) lengths are still running."""
-    counts = []
-    k = len(sorted_lengths)
-    for t in range(steps):
-        while k > 1 and sorted_lengths[k - 1] <= t:
-            k -= 1
-        counts.append(k)
-    return counts
 
 
 def _reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
@@ -115,19 +50,29 @@ class FusedEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.pooling = config.pooling
         self.forward_rnn = _make_rnn(config)
         self.backward_rnn = _make_rnn(config) if config.bidirectional else None
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """inputs (N, T, E), lengths (N,) -> (N, D)."""
-        last = lengths.to(inputs.device).clamp(min=1) - 1  # (N,)
-        rows = torch.arange(inputs.shape[0], device=inputs.device)
+        lengths = lengths.to(inputs.device).clamp(min=1)  # (N,)
         outputs, _ = self.forward_rnn(inputs)  # (N, T, H)
-        h_fwd = outputs[rows, last]  # (N, H)
-        if self.backward_rnn is None:
-            return h_fwd
-        outputs, _ = self.backward_rnn(_reverse_padded(inputs, lengths))  # (N, T, H)
-        return torch.cat([h_fwd, outputs[rows, last]], dim=1)  # (N, 2H)
+        parts = [self._pool(outputs, lengths)]
+        if self.backward_rnn is not None:
+            outputs, _ = self.backward_rnn(_reverse_padded(inputs, lengths))  # (N, T, H)
+            parts.append(self._pool(outputs, lengths))
+        return torch.cat(parts, dim=1)  # (N, D)
+
+    def _pool(self, outputs: Tensor, lengths: Tensor) -> Tensor:
+        """(N, T, H) -> (N, H): the state at step len-1, or max/mean over the true steps."""
+        if self.pooling == "last":
+            return outputs[torch.arange(outputs.shape[0], device=outputs.device), lengths - 1]
+        steps = torch.arange(outputs.shape[1], device=outputs.device)  # (T,)
+        valid = (steps[None, :] < lengths[:, None]).unsqueeze(2)  # (N, T, 1)
+        if self.pooling == "max":
+            return outputs.masked_fill(~valid, float("-inf")).amax(dim=1)
+        return (outputs * valid).sum(dim=1) / lengths[:, None].to(outputs.dtype)
 
 
 def _make_rnn(config: ModelConfig) -> nn.Module:
@@ -185,7 +130,9 @@ class DualEncoder(nn.Module):
             nn.init.trunc_normal_(self.M, mean=0.0, std=1.0, a=-2.0, b=2.0)
         self.b = nn.Parameter(torch.zeros(()))
         self.dropout = nn.Dropout(config.dropout)
-        self.group_size = 64  # sequences per encoder call (see encode)
+        # sequences per encoder call (see encode); the peephole cell skips finished
+        # sequences step by step, so it needs no groups
+        self.group_size = 10**9 if config.cell == "peephole" else 64
 
     def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Encodings of token sequences: ids (N, T), lengths (N,) -> (N, D).
@@ -250,12 +197,25 @@ def pair_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
-def inbatch_loss(all_logits: Tensor, offset: int = 0) -> Tensor:
+def inbatch_loss(
+    all_logits: Tensor,
+    offset: int = 0,
+    keys: Tensor | None = None,
+    all_keys: Tensor | None = None,
+) -> Tensor:
     """Softmax cross-entropy of each context against every response of the batch (Henderson
     et al. 2017, "Efficient Natural Language Response Suggestion for Smart Reply").
 
     all_logits (b, B): context i's true response is column offset + i (offset is non-zero
-    when this process holds one slice of a global batch). Returns the mean over contexts.
+    when this process holds one slice of a global batch). With response keys (b,) and
+    all_keys (B,), another copy of a context's own response is no negative: short dialogs
+    give the same pair many times, and such a copy would be a target it must lose against.
+    Returns the mean over contexts.
     """
-    targets = torch.arange(all_logits.shape[0], device=all_logits.device) + offset  # (b,)
+    rows = torch.arange(all_logits.shape[0], device=all_logits.device)  # (b,)
+    targets = rows + offset  # (b,)
+    if keys is not None and all_keys is not None:
+        copies = keys[:, None] == all_keys[None, :]  # (b, B)
+        copies[rows, targets] = False
+        all_logits = all_logits.masked_fill(copies, float("-inf"))
     return F.cross_entropy(all_logits, targets)

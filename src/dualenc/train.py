@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from dualenc.config import ModelConfig, TrainConfig, validate
 from dualenc.distributed import (
     DistContext,
     broadcast_flag,
+    gather_keys,
     gather_rng_states,
     gather_with_grad,
     init_distributed,
@@ -98,7 +100,7 @@ class Objective(nn.Module):
 
     def forward(
         self, c_ids: Tensor, c_lens: Tensor, r_ids: Tensor, r_lens: Tensor, labels: Tensor,
-        global_size: int,
+        r_keys: Tensor, global_size: int,
     ) -> Tensor:
         """This process's part of the global batch's loss; `global_size` pairs in all."""
         c, r = self.model.encode_pairs(c_ids, c_lens, r_ids, r_lens)  # (b, D), (b, D)
@@ -110,7 +112,8 @@ class Objective(nn.Module):
             sizes = np.diff(bounds).tolist()
             r_all = gather_with_grad(r, self.ctx, sizes)  # (B, D): negatives of the global batch
             logits = self.model.all_logits(c, r_all)  # (b, B)
-            loss = inbatch_loss(logits, bounds[self.ctx.rank])
+            keys_all = gather_keys(r_keys, self.ctx)  # (B,)
+            loss = inbatch_loss(logits, bounds[self.ctx.rank], r_keys, keys_all)
         if not self.ctx.enabled:
             return loss
         # NOTE: DDP averages gradients over processes; weighting each process's mean by
@@ -194,9 +197,10 @@ class Trainer:
             config = run_config(
                 self.model_config, self.cfg, self.prepared_dir.resolve(), lengths, __version__
             )
+            for stale in ("best", "last", "tensorboard"):  # an overwritten run leaves nothing
+                shutil.rmtree(self.run_dir / stale, ignore_errors=True)
+            (self.run_dir / "metrics.csv").unlink(missing_ok=True)
             write_run_files(self.run_dir, self.prepared_dir, config)
-            for stale in ("metrics.csv",):
-                (self.run_dir / stale).unlink(missing_ok=True)
         self.ctx.barrier()
 
     def _set_threads(self) -> None:
@@ -268,7 +272,8 @@ class Trainer:
             self.state.examples += len(global_batch)
             window.add(loss, len(global_batch))
             bar.update(1)
-            if window.steps == LOG_EVERY or index + 1 == len(batches):
+            end_of_epoch = index + 1 == len(batches)  # fit validates there, once
+            if window.steps == LOG_EVERY or end_of_epoch or self._reached_max_steps():
                 mean_loss, rate = window.flush()
                 mean_loss = mean_over_processes(mean_loss, self.ctx)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{rate:.0f}")
@@ -277,9 +282,11 @@ class Trainer:
                     self.logger.scalar("train/pairs_per_second", rate, self.state)
             if self._reached_max_steps():
                 bar.close()
-                self._validate_and_save()
+                if not end_of_epoch:
+                    self._validate_and_save()
                 return True
-            if self.cfg.eval_every and self.state.step % self.cfg.eval_every == 0:
+            due = self.cfg.eval_every and self.state.step % self.cfg.eval_every == 0
+            if due and not end_of_epoch:
                 if self._validate_and_save():
                     bar.close()
                     return True
@@ -296,7 +303,7 @@ class Trainer:
         with _autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
                 batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,
-                batch.labels, len(global_batch),
+                batch.labels, batch.response_keys, len(global_batch),
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dualenc.checkpoint import read_run_config
 from dualenc.config import CELLS, DEVICES, LOSSES, M_INITS, ModelConfig, TrainConfig
 from dualenc.errors import DualencError
 from dualenc.fileio import read_json
@@ -38,6 +37,8 @@ MODEL_FLAGS = {
     "--hidden-dim": ("hidden_dim", int, "recurrent units per direction (default 200)"),
     "--cell": ("cell", str, f"recurrent cell: {', '.join(CELLS)} (default lstm)"),
     "--forget-bias": ("forget_bias", float, "initial forget-gate bias (default 2.0)"),
+    "--pooling": ("pooling", str, "encoding: last (the reference), max or mean over time "
+                  "(default last)"),
     "--m-init": ("m_init", str, f"initial M: {', '.join(M_INITS)} (default normal)"),
     "--dropout": ("dropout", float, "dropout on embeddings and encodings (default 0)"),
 }
@@ -97,6 +98,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge, lowest first: saved run (on resume), --config file, --preset, explicit flags."""
     settings: dict[str, Any] = {}
     if args.resume:
+        from dualenc.checkpoint import read_run_config
+
         saved = read_run_config(args.out)
         settings.update(saved["model"])
         settings.update(saved["train"])

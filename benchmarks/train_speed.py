@@ -1,0 +1,188 @@
+"""Training speed: the project's training step against the same model fed padded batches.
+
+Builds training pairs with `dualenc create` from the real IRC dialogs (so lengths are
+real), prepares them, then times, each in its own process (so peak RSS is its own):
+
+  project   length-bucketed batches, sequences encoded in length groups (the trainer)
+  padded    random batches with every context and response padded to 160 tokens
+
+for the fused LSTM and for the peephole cell, with the reference model (100-d embeddings,
+200 units) and batch 256. It prints pairs per second (median over timed windows after a
+warm-up), the time an epoch of 1,000,000 pairs would take, peak RSS, and the useful
+arithmetic rate: floating-point operations on real (non-padding) tokens per second, beside
+the measured single-precision matrix-multiply peak of this machine.
+
+Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H(E + H)
+(the input and recurrent products; backward costs twice the forward). Element-wise work
+is left out.
+
+    python benchmarks/train_speed.py [--threads 2] [--windows 5] [--steps-per-window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+E, H, BATCH = 100, 200, 256
+
+
+def flops_per_token(embed: int = E, hidden: int = H) -> float:
+    return 3 * 2 * 4 * hidden * (embed + hidden)
+
+
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matrix-multiply rate in FLOP/s (best of `repeats`)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def time_config(prepared: Path, cell: str, feed: str, args: argparse.Namespace) -> dict:
+    """One configuration, measured in this process."""
+    import numpy as np
+    import torch
+
+    from dualenc.batching import epoch_batches, pair_batch
+    from dualenc.config import ModelConfig
+    from dualenc.model import DualEncoder, pair_loss
+    from dualenc.prepare import load_prepared
+    from dualenc.runtime import keep_freed_memory
+
+    torch.set_num_threads(args.threads)
+    if feed == "project":
+        keep_freed_memory()
+    torch.manual_seed(0)
+    data = load_prepared(prepared)
+    train = data.train
+    model = DualEncoder(ModelConfig(vocab_size=len(data.vocab), cell=cell))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rows = np.arange(len(train.label))
+    lengths = np.asarray(train.context.lengths)
+    if feed == "project":
+        batches = epoch_batches(lengths, rows, BATCH, 50, 1234, 0)
+    else:
+        model.group_size = 10**9  # one encoder call a side, padded to 160
+        order = np.random.default_rng(0).permutation(rows)
+        batches = [order[i : i + BATCH] for i in range(0, len(order) - BATCH + 1, BATCH)]
+
+    def step(rows: np.ndarray) -> int:
+        batch = pair_batch(train.context, train.response, train.label, rows)
+        c_ids, r_ids = batch.context_ids, batch.response_ids
+        if feed == "padded":
+            c_ids = torch.nn.functional.pad(c_ids, (0, 160 - c_ids.shape[1]))
+            r_ids = torch.nn.functional.pad(r_ids, (0, 160 - r_ids.shape[1]))
+        loss = pair_loss(model(c_ids, batch.context_lens, r_ids, batch.response_lens), batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        return batch.tokens
+
+    cursor = 0
+    for _ in range(args.warmup):
+        step(batches[cursor])
+        cursor += 1
+    rates, token_rates = [], []
+    for _ in range(args.windows):
+        start, pairs, tokens = time.perf_counter(), 0, 0
+        for _ in range(args.steps_per_window):
+            tokens += step(batches[cursor % len(batches)])
+            pairs += len(batches[cursor % len(batches)])
+            cursor += 1
+        seconds = time.perf_counter() - start
+        rates.append(pairs / seconds)
+        token_rates.append(tokens / seconds)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "cell": cell,
+        "feed": feed,
+        "pairs_per_s": statistics.median(rates),
+        "tokens_per_s": statistics.median(token_rates),
+        "peak_rss_mb": peak_kb / 1024,
+    }
+
+
+def build_prepared(work: Path, examples: int) -> Path:
+    dualenc = [sys.executable, "-m", "dualenc"]
+    sets, prepared = work / "sets", work / "prepared"
+    subprocess.run(
+        [*dualenc, "create", str(SHARED / "ubuntu-irc"), "--out", str(sets),
+         "--examples", str(examples), "--no-progress"],
+        check=True,
+    )
+    subprocess.run([*dualenc, "prepare", str(sets), "--out", str(prepared), "--no-progress"],
+                   check=True)
+    return prepared
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=50_000)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps-per-window", type=int, default=6)
+    parser.add_argument("--cells", nargs="+", default=["lstm", "peephole"])
+    parser.add_argument("--one", nargs=3, metavar=("DIR", "CELL", "FEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(time_config(Path(args.one[0]), args.one[1], args.one[2], args)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = build_prepared(Path(tmp), args.examples)
+        results = []
+        for cell in args.cells:
+            for feed in ("project", "padded"):
+                command = [sys.executable, __file__, "--one", str(prepared), cell, feed,
+                           "--threads", str(args.threads), "--warmup", str(args.warmup),
+                           "--windows", str(args.windows),
+                           "--steps-per-window", str(args.steps_per_window)]
+                out = subprocess.run(command, check=True, capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(f"measured {cell} {feed}", file=sys.stderr, flush=True)
+    print_table(results, matmul_peak(args.threads), args.threads)
+
+
+def print_table(results: list[dict], peak: float, threads: int) -> None:
+    per_token = flops_per_token()
+    print(f"\n{threads} threads; fp32 matrix-multiply peak {peak / 1e9:.0f} GFLOP/s\n")
+    print("| cell | feed | pairs/s | 1M-pair epoch | peak RSS | useful GFLOP/s | of peak |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        useful = r["tokens_per_s"] * per_token
+        epoch_min = 1_000_000 / r["pairs_per_s"] / 60
+        print(f"| {r['cell']} | {r['feed']} | {r['pairs_per_s']:.0f} | {epoch_min:.0f} min | "
+              f"{r['peak_rss_mb']:.0f} MB | {useful / 1e9:.0f} | {useful / peak:.0%} |")
+    by = {(r["cell"], r["feed"]): r["pairs_per_s"] for r in results}
+    for cell in sorted({r["cell"] for r in results}):
+        if (cell, "padded") in by:
+            ratio = by[(cell, "project")] / by[(cell, "padded")]
+            print(f"\n{cell}: project / padded = {ratio:.1f}x")
+    if ("lstm", "project") in by and ("peephole", "project") in by:
+        cost = by[("lstm", "project")] / by[("peephole", "project")]
+        print(f"peephole costs {cost:.2f}x the fused LSTM per pair")
+
+
+if __name__ == "__main__":
+    main()
