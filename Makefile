@@ -27,6 +27,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/dialogs_quality.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -156,3 +156,15 @@ def test_a_copy_of_the_true_response_is_no_negative():
     # row 0: columns 0 and 2 remain -> ln 2; row 1: columns 1 and 2 -> ln 2; row 2: all -> ln 3
     expected = (2 * math.log(2) + math.log(3)) / 3
     assert inbatch_loss(logits, 0, keys, keys).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_pooled_and_bag_of_words_encodings_ignore_padding(pooling):
+    model = tiny(pooling=pooling, bidirectional=True, bag_of_words=True).eval()
+    assert model.config.encoding_dim == 2 * 3 + 4
+    alone = model.encode(torch.tensor([[5, 6, 7]]), torch.tensor([3]))
+    padded = model.encode(torch.tensor([[5, 6, 7, 0, 0]]), torch.tensor([3]))
+    assert alone.shape == (1, 10)
+    assert torch.allclose(alone, padded, atol=1e-6)
+    words = model.embedding.weight[[5, 6, 7]].max(dim=0).values
+    assert torch.allclose(alone[0, 6:], words)

@@ -30,6 +30,7 @@ class ModelConfig:
     cell: str = "lstm"  # lstm (fused), peephole (LSTM with peepholes) or gru
     bidirectional: bool = False  # concatenate a backward pass: encodings of 2 * hidden_dim
     pooling: str = "last"  # the encoding: last hidden state at the true length, or max/mean
+    bag_of_words: bool = False  # append the max over time of the word embeddings
     forget_bias: float = 2.0  # initial forget-gate bias of LSTM cells
     m_init: str = "normal"  # M from a truncated normal (std 1, cut at 2) or the identity
     dropout: float = 0.0  # dropout on embeddings and encodings while training
@@ -37,7 +38,8 @@ class ModelConfig:
 
     @property
     def encoding_dim(self) -> int:
-        return self.hidden_dim * (2 if self.bidirectional else 1)
+        recurrent = self.hidden_dim * (2 if self.bidirectional else 1)
+        return recurrent + (self.embed_dim if self.bag_of_words else 0)
 
     def problems(self) -> list[str]:
         """Every invalid value, as messages."""

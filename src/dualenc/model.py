@@ -39,7 +39,8 @@ def _reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
 
 
 class FusedEncoder(nn.Module):
-    """PyTorch's fused LSTM or GRU, returning the hidden state at each sequence's true length.
+    """PyTorch's fused LSTM or GRU: the hidden state at each sequence's true length, or the
+    max or mean of the states over its true steps (`pooling`).
 
     The recurrence runs over the padded batch, which lets the fused oneDNN kernel do the work
     (several times faster on a CPU than the packed-sequence path); length-bucketed batches
@@ -155,7 +156,13 @@ class DualEncoder(nn.Module):
 
     def _encode_padded(self, ids: Tensor, lengths: Tensor) -> Tensor:
         embedded = self.dropout(self.embedding(ids))  # (N, T, E)
-        return self.dropout(self.encoder(embedded, lengths))  # (N, D)
+        encs = self.encoder(embedded, lengths)  # (N, D)
+        if self.config.bag_of_words:  # a direct word channel beside the recurrent one
+            steps = torch.arange(ids.shape[1], device=ids.device)  # (T,)
+            valid = (steps[None, :] < lengths.to(ids.device).clamp(min=1)[:, None])  # (N, T)
+            words = embedded.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
+            encs = torch.cat([encs, words.to(encs.dtype)], dim=1)  # (N, D + E)
+        return self.dropout(encs)
 
     def encode_pairs(
         self, context_ids: Tensor, context_lens: Tensor, response_ids: Tensor, response_lens: Tensor

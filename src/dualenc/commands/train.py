@@ -80,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag, (dest, kind, text) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     p.add_argument("--bidirectional", action="store_true", default=None, help="add a backward pass")
+    p.add_argument("--bag-of-words", action="store_true", default=None,
+                   help="append the max over time of the word embeddings to each encoding")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--freeze-embeddings", action="store_true", default=None,
                    help="keep pretrained embeddings fixed")
