@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,12 +160,17 @@ def test_a_copy_of_the_true_response_is_no_negative():
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean"])
-def test_pooled_and_bag_of_words_encodings_ignore_padding(pooling):
-    model = tiny(pooling=pooling, bidirectional=True, bag_of_words=True).eval()
-    assert model.config.encoding_dim == 2 * 3 + 4
+def test_pooled_encodings_ignore_padding(pooling):
+    model = tiny(pooling=pooling, bidirectional=True).eval()
     alone = model.encode(torch.tensor([[5, 6, 7]]), torch.tensor([3]))
     padded = model.encode(torch.tensor([[5, 6, 7, 0, 0]]), torch.tensor([3]))
-    assert alone.shape == (1, 10)
+    assert alone.shape == (1, 6)
     assert torch.allclose(alone, padded, atol=1e-6)
-    words = model.embedding.weight[[5, 6, 7]].max(dim=0).values
-    assert torch.allclose(alone[0, 6:], words)
+
+
+def test_a_context_window_keeps_the_last_tokens():
+    from dualenc.features import Ragged
+
+    ragged = Ragged(np.arange(1, 8, dtype=np.int32), np.array([0, 5, 7]), np.array([5, 2]))
+    ids, lens = ragged.batch(np.array([0, 1]), keep_last=3)
+    assert ids.tolist() == [[3, 4, 5], [6, 7, 0]] and lens.tolist() == [3, 2]

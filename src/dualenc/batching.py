@@ -77,10 +77,11 @@ def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
 
 
 def pair_batch(
-    context: Ragged, response: Ragged, labels: np.ndarray, rows: np.ndarray
+    context: Ragged, response: Ragged, labels: np.ndarray, rows: np.ndarray, context_window: int = 0
 ) -> PairBatch:
-    """Gather the pairs at `rows` into padded tensors."""
-    c_ids, c_lens = context.batch(rows)
+    """Gather the pairs at `rows` into padded tensors (contexts cut to their last
+    `context_window` tokens when it is positive)."""
+    c_ids, c_lens = context.batch(rows, context_window)
     r_ids, r_lens = response.batch(rows)
     keys = [zlib.crc32(r_ids[i, : r_lens[i]].tobytes()) for i in range(len(rows))]
     return PairBatch(
@@ -105,7 +106,8 @@ class CandidateBatch:
 
 
 def eval_batches(
-    context: Ragged, candidates: Ragged, num_candidates: int, batch_size: int
+    context: Ragged, candidates: Ragged, num_candidates: int, batch_size: int,
+    context_window: int = 0,
 ) -> Iterator[CandidateBatch]:
     """Batches of an evaluation split, grouped by context length (the order of rows does
     not change any metric, which sums over rows)."""
@@ -114,7 +116,7 @@ def eval_batches(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         cand_rows = (rows[:, None] * k + np.arange(k)[None, :]).reshape(-1)  # (B*K,)
-        c_ids, c_lens = context.batch(rows)
+        c_ids, c_lens = context.batch(rows, context_window)
         r_ids, r_lens = candidates.batch(cand_rows)
         yield CandidateBatch(
             torch.from_numpy(c_ids),

@@ -30,7 +30,6 @@ class ModelConfig:
     cell: str = "lstm"  # lstm (fused), peephole (LSTM with peepholes) or gru
     bidirectional: bool = False  # concatenate a backward pass: encodings of 2 * hidden_dim
     pooling: str = "last"  # the encoding: last hidden state at the true length, or max/mean
-    bag_of_words: bool = False  # append the max over time of the word embeddings
     forget_bias: float = 2.0  # initial forget-gate bias of LSTM cells
     m_init: str = "normal"  # M from a truncated normal (std 1, cut at 2) or the identity
     dropout: float = 0.0  # dropout on embeddings and encodings while training
@@ -38,8 +37,7 @@ class ModelConfig:
 
     @property
     def encoding_dim(self) -> int:
-        recurrent = self.hidden_dim * (2 if self.bidirectional else 1)
-        return recurrent + (self.embed_dim if self.bag_of_words else 0)
+        return self.hidden_dim * (2 if self.bidirectional else 1)
 
     def problems(self) -> list[str]:
         """Every invalid value, as messages."""
@@ -75,6 +73,7 @@ class TrainConfig:
     eval_every: int = 0  # validate every N steps as well as after each epoch (0: epochs only)
     patience: int = 3  # stop after this many validations without a better R@1/10 (0: never)
     eval_batch_size: int = 64  # contexts per validation batch
+    context_window: int = 0  # train and rank on the last N context tokens only (0: all)
     bucket_batches: int = 50  # batches per sorting window of the length bucketing
     seed: int = 1234  # fixes initialisation, batching and dropout
     threads: int = 0  # torch intra-op threads (0: one per available core)
@@ -94,7 +93,8 @@ class TrainConfig:
         for name in ("lr", "clip_norm"):
             if getattr(self, name) <= 0:
                 found.append(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_every", "patience", "threads", "weight_decay"):
+        for name in ("max_steps", "eval_every", "patience", "threads", "weight_decay",
+                     "context_window"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must not be negative, got {getattr(self, name)}")
         if self.loss not in LOSSES:

@@ -72,6 +72,7 @@ def evaluate_split(
     loss: str = "pair",
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    context_window: int = 0,
 ) -> dict[str, float]:
     """Recall@k, MRR and validation loss of the model on an encoded evaluation split."""
     device = torch.device(device)
@@ -81,7 +82,10 @@ def evaluate_split(
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     )
-    for batch in eval_batches(split.context, split.candidates, split.num_candidates, batch_size):
+    batches = eval_batches(
+        split.context, split.candidates, split.num_candidates, batch_size, context_window
+    )
+    for batch in batches:
         with autocast:
             logits = candidate_logits(model, batch, device).float()  # (B, K), bf16 or not
         total, count = validation_loss(logits, loss)

@@ -85,21 +85,23 @@ class Ragged:
         """The ids of row `i`."""
         return np.asarray(self.ids[self.offsets[i] : self.offsets[i + 1]])
 
-    def batch(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, rows: np.ndarray, keep_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Rows stacked and right-padded with 0.
 
         Args:
             rows: [B] row numbers.
+            keep_last: if positive, only the last `keep_last` ids of each row.
 
         Returns:
             ids int64 [B, T], T the longest of these rows (at least 1), and lengths int64 [B].
         """
         rows = np.asarray(rows, dtype=np.int64)
-        lengths = np.asarray(self.lengths[rows], dtype=np.int64)  # (B,)
+        full = np.asarray(self.lengths[rows], dtype=np.int64)  # (B,)
+        lengths = np.minimum(full, keep_last) if keep_last > 0 else full  # (B,)
         width = max(1, int(lengths.max(initial=0)))
         positions = np.arange(width)  # (T,)
         filled = positions < lengths[:, None]  # (B, T)
-        sources = self.offsets[rows][:, None] + positions  # (B, T)
+        sources = (self.offsets[rows] + full - lengths)[:, None] + positions  # (B, T)
         ids = np.zeros((len(rows), width), dtype=np.int64)  # (B, T)
         ids[filled] = self.ids[sources[filled]]
         return ids, lengths

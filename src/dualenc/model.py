@@ -156,13 +156,7 @@ class DualEncoder(nn.Module):
 
     def _encode_padded(self, ids: Tensor, lengths: Tensor) -> Tensor:
         embedded = self.dropout(self.embedding(ids))  # (N, T, E)
-        encs = self.encoder(embedded, lengths)  # (N, D)
-        if self.config.bag_of_words:  # a direct word channel beside the recurrent one
-            steps = torch.arange(ids.shape[1], device=ids.device)  # (T,)
-            valid = (steps[None, :] < lengths.to(ids.device).clamp(min=1)[:, None])  # (N, T)
-            words = embedded.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
-            encs = torch.cat([encs, words.to(encs.dtype)], dim=1)  # (N, D + E)
-        return self.dropout(encs)
+        return self.dropout(self.encoder(embedded, lengths))  # (N, D)
 
     def encode_pairs(
         self, context_ids: Tensor, context_lens: Tensor, response_ids: Tensor, response_lens: Tensor

@@ -193,7 +193,10 @@ class Trainer:
             )
         self.ctx.barrier()  # every process has looked at the folder before rank 0 writes it
         if self.ctx.is_main and not resume:
-            lengths = (self.data.max_context_len, self.data.max_response_len)
+            context_len = self.data.max_context_len  # what ranking new text will keep
+            if self.cfg.context_window:
+                context_len = min(context_len, self.cfg.context_window)
+            lengths = (context_len, self.data.max_response_len)
             config = run_config(
                 self.model_config, self.cfg, self.prepared_dir.resolve(), lengths, __version__
             )
@@ -298,7 +301,9 @@ class Trainer:
         rows = shard(global_batch, self.ctx.rank, self.ctx.world_size)
         self._trace_rows(rows)
         train = self.data.train
-        batch: PairBatch = pair_batch(train.context, train.response, train.label, rows)
+        batch: PairBatch = pair_batch(
+            train.context, train.response, train.label, rows, self.cfg.context_window
+        )
         batch = batch.to(self.ctx.device)
         with _autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
@@ -341,7 +346,7 @@ class Trainer:
             return False
         values = evaluate_split(
             self.model, self.data.valid, self.cfg.eval_batch_size, self.cfg.loss,
-            self.ctx.device, self.cfg.bf16,
+            self.ctx.device, self.cfg.bf16, self.cfg.context_window,
         )
         self.logger.validation(values, self.state)
         log.info(

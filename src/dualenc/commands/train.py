@@ -54,6 +54,8 @@ TRAIN_FLAGS = {
     "--eval-every": ("eval_every", int, "also validate every N steps (default 0: per epoch)"),
     "--patience": ("patience", int, "stop after N validations without a better R@1/10 "
                    "(default 3; 0 never stops early)"),
+    "--context-window": ("context_window", int, "train and rank on the last N context tokens "
+                         "(default 0: all that prepare kept)"),
     "--eval-batch-size": ("eval_batch_size", int, "contexts per validation batch (default 64)"),
     "--seed": ("seed", int, "seed of initialisation, batching and dropout (default 1234)"),
     "--threads": ("threads", int, "torch threads (default 0: one per available core)"),
@@ -80,8 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for flag, (dest, kind, text) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     p.add_argument("--bidirectional", action="store_true", default=None, help="add a backward pass")
-    p.add_argument("--bag-of-words", action="store_true", default=None,
-                   help="append the max over time of the word embeddings to each encoding")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--freeze-embeddings", action="store_true", default=None,
                    help="keep pretrained embeddings fixed")
