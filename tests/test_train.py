@@ -106,3 +106,29 @@ def test_a_checkpoint_loads_in_a_fresh_process_without_training_arguments(prepar
     ranked = Ranker.load(run).rank(context, candidates)
     assert sorted(c.index for c in ranked) == [0, 1, 2]
     assert [c.logit for c in ranked] == sorted(here, reverse=True)
+
+
+def test_it_learns_on_real_dialogs(shared_data, tmp_path):
+    # 8,000 pairs from the real IRC dialogs; a small model with the in-batch loss and GloVe
+    # vectors. Chance is R@1/10 = 0.1; training must lift the validation score well above
+    # that of the same model untrained.
+    create_sets(shared_data / "ubuntu-irc", tmp_path / "sets",
+                CreateOptions(examples=8000, seed=3, progress=False))
+    prepare(tmp_path / "sets", tmp_path / "prepared",
+            PrepareOptions(min_frequency=2, progress=False))
+    model = ModelConfig(embed_dim=50, hidden_dim=64, m_init="identity")
+    config = tiny_train(loss="inbatch", batch_size=128, epochs=6, patience=0,
+                        embeddings="glove-6b-50d", context_window=60)
+    from dualenc.evaluate import evaluate_split
+    from dualenc.model import DualEncoder
+    from dualenc.prepare import load_prepared
+
+    data = load_prepared(tmp_path / "prepared")
+    torch.manual_seed(config.seed)
+    untrained = DualEncoder(ModelConfig(**{**vars(model), "vocab_size": len(data.vocab)}))
+    before = evaluate_split(untrained, data.valid, loss="inbatch")["R@1/10"]
+    summary = train(tmp_path / "prepared", tmp_path / "run", model, config)
+    after = summary["best_R@1/10"]
+    # seeded, so the same on every run: 0.137 untrained, 0.187 trained; chance is 0.100 with a
+    # standard error of 0.016 on 343 rows
+    assert after >= 0.17 and after >= before + 0.03, (before, after)

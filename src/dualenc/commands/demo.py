@@ -9,15 +9,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEMO_SETTINGS = {
-    "loss": "inbatch",
-    "m_init": "identity",
-    "embeddings": "glove-6b-50d",
-    "embed_dim": 50,
-    "dropout": 0.2,
-    "eval_every": 100,
-    "patience": 0,
-}
+# The small-data preset, validated every 100 steps and trained for --steps without stopping.
+DEMO_OVERRIDES = {"eval_every": 100, "patience": 0}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +37,7 @@ def _stage(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualenc.commands.train import split_settings
+    from dualenc.commands.train import PRESETS, split_settings
     from dualenc.corpus.create import CreateOptions, create_sets
     from dualenc.prepare import PrepareOptions, prepare
     from dualenc.train import train
@@ -63,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"vocabulary {manifest['vocab_size']:,} tokens; files in {prepared}")
 
     _stage(f"train: {args.steps} steps of a dual LSTM encoder (in-batch loss, GloVe 50-d)")
-    settings = {**DEMO_SETTINGS, "max_steps": args.steps, "seed": args.seed}
+    settings = {**PRESETS["small-data"], **DEMO_OVERRIDES, "max_steps": args.steps}
+    settings["seed"] = args.seed
     model_config, train_config = split_settings({**settings, "progress": args.progress})
     summary = train(prepared, run_dir, model_config, train_config, overwrite=True)
     print(f"best validation R@1/10 {summary['best_R@1/10']:.3f} at step {summary['best_step']}")

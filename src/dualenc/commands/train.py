@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 20,
         "eval_every": 100,
         "patience": 6,
+        "context_window": 60,
     },
 }
 
