@@ -65,11 +65,8 @@ def time_config(prepared: Path, cell: str, feed: str, args: argparse.Namespace) 
     from dualenc.config import ModelConfig
     from dualenc.model import DualEncoder, pair_loss
     from dualenc.prepare import load_prepared
-    from dualenc.runtime import keep_freed_memory
 
     torch.set_num_threads(args.threads)
-    if feed == "project":
-        keep_freed_memory()
     torch.manual_seed(0)
     data = load_prepared(prepared)
     train = data.train
