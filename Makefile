@@ -10,7 +10,7 @@ $(BIN)/dualenc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/dualenc
