@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("dualenc-demo"),
                    help="folder for the sets, prepared arrays and run (default dualenc-demo)")
     p.add_argument("--examples", type=int, default=50_000, help="training pairs (default 50000)")
-    p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    p.add_argument("--steps", type=int, default=900, help="training steps (default 900)")
     p.add_argument("--seed", type=int, default=1234, help="one seed for everything (default 1234)")
     p.add_argument("--show", type=int, default=3, help="test contexts to show ranked (default 3)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
