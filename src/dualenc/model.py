@@ -13,20 +13,12 @@ Shapes, in one alphabet:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualenc.config import ModelConfig
-from dualenc.peephole import PeepholeLSTM
-
-
-def _glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    with torch.no_grad():
-        weight.uniform_(-bound, bound)
+from dualenc.peephole import PeepholeLSTM, glorot_
 
 
 def _reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
@@ -84,7 +76,7 @@ def _make_rnn(config: ModelConfig) -> nn.Module:
     e, h = config.embed_dim, config.hidden_dim
     for name, param in rnn.named_parameters():
         if name.startswith("weight"):
-            _glorot_(param, e + h, gates * h)
+            glorot_(param, e + h, gates * h)
         else:
             nn.init.zeros_(param)
             if config.cell == "lstm" and name.startswith("bias_ih"):

@@ -98,7 +98,8 @@ def active_counts(sorted_lengths: list[int], steps: int) -> list[int]:
     return counts
 
 
-def _glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
+def glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
+    """Uniform in ±sqrt(6 / (fan_in + fan_out)), TensorFlow's default for its LSTM kernels."""
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     with torch.no_grad():
         weight.uniform_(-bound, bound)
@@ -124,9 +125,9 @@ class PeepholeLSTM(nn.Module):
         self.bias = nn.Parameter(torch.zeros(4 * hidden_dim))
         self.peephole = nn.Parameter(torch.empty(3, hidden_dim))  # p_i, p_f, p_o
         fan_in, fan_out = input_dim + hidden_dim, 4 * hidden_dim
-        _glorot_(self.weight_ih, fan_in, fan_out)
-        _glorot_(self.weight_hh, fan_in, fan_out)
-        _glorot_(self.peephole, hidden_dim, hidden_dim)
+        glorot_(self.weight_ih, fan_in, fan_out)
+        glorot_(self.weight_hh, fan_in, fan_out)
+        glorot_(self.peephole, hidden_dim, hidden_dim)
         with torch.no_grad():
             self.bias[hidden_dim : 2 * hidden_dim] = forget_bias
 
