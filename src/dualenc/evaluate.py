@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +39,13 @@ def evaluate_file(scorer: Scorer, path: str | Path, batch_size: int = 64) -> dic
         scores = scorer.score([e.context for e in chunk], [e.candidates for e in chunk])
         metrics.add(scores)
     return metrics.result()
+
+
+def bf16_autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` when enabled, else a context that does nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def candidate_logits(
@@ -79,9 +85,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     metrics = RankingMetrics()
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    )
+    autocast = bf16_autocast(device, bf16)
     batches = eval_batches(
         split.context, split.candidates, split.num_candidates, batch_size, context_window
     )
@@ -106,7 +110,3 @@ def results_table(rows: dict[str, dict[str, float]], keys: list[str] | None = No
             cells.append(str(int(value)) if key == "n" else f"{value:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def as_numpy(scores) -> np.ndarray:
-    return np.asarray(scores, dtype=np.float64)

@@ -7,7 +7,6 @@ of each; rank 0 validates and writes checkpoints while the others wait.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -46,7 +45,7 @@ from dualenc.distributed import (
 )
 from dualenc.embeddings import load_pretrained
 from dualenc.errors import DualencError
-from dualenc.evaluate import evaluate_split
+from dualenc.evaluate import bf16_autocast, evaluate_split
 from dualenc.logs import RunLogger
 from dualenc.metrics import format_metrics
 from dualenc.model import DualEncoder, inbatch_loss, pair_loss
@@ -119,12 +118,6 @@ class Objective(nn.Module):
         # NOTE: DDP averages gradients over processes; weighting each process's mean by
         # world * b / B turns that average into the gradient of the global batch's mean.
         return loss * (c.shape[0] * self.ctx.world_size / global_size)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class Trainer:
@@ -305,7 +298,7 @@ class Trainer:
             train.context, train.response, train.label, rows, self.cfg.context_window
         )
         batch = batch.to(self.ctx.device)
-        with _autocast(self.ctx.device, self.cfg.bf16):
+        with bf16_autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
                 batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,
                 batch.labels, batch.response_keys, len(global_batch),
