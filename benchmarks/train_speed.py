@@ -4,13 +4,15 @@ Builds training pairs with `dualenc create` from the real IRC dialogs (so length
 real), prepares them, then times, each in its own process (so peak RSS is its own):
 
   project   length-bucketed batches, sequences encoded in length groups (the trainer)
-  padded    random batches with every context and response padded to 160 tokens
+  padded    random batches with every context and response padded to 160 tokens (the
+            peephole cell runs all 160 steps of every sequence, as a plain port does)
 
 for the fused LSTM and for the peephole cell, with the reference model (100-d embeddings,
-200 units) and batch 256. It prints pairs per second (median over timed windows after a
-warm-up), the time an epoch of 1,000,000 pairs would take, peak RSS, and the useful
-arithmetic rate: floating-point operations on real (non-padding) tokens per second, beside
-the measured single-precision matrix-multiply peak of this machine.
+200 units) and batch 256, in fp32 and, where the CPU has bf16 arithmetic, under bf16
+autocast (`dualenc train --bf16`). It prints pairs per second (median over timed windows
+after a warm-up), the time an epoch of 1,000,000 pairs would take, peak RSS, and the
+useful arithmetic rate: floating-point operations on real (non-padding) tokens per second,
+beside the measured fp32 (and bf16) matrix-multiply peaks of this machine.
 
 Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H(E + H)
 (the input and recurrent products; backward costs twice the forward). Element-wise work
@@ -41,12 +43,13 @@ def flops_per_token(embed: int = E, hidden: int = H) -> float:
     return 3 * 2 * 4 * hidden * (embed + hidden)
 
 
-def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 matrix-multiply rate in FLOP/s (best of `repeats`)."""
+def matmul_peak(threads: int, dtype: str = "fp32", size: int = 2048, repeats: int = 10) -> float:
+    """Measured matrix-multiply rate in FLOP/s (best of `repeats`), fp32 or bf16."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = torch.float32 if dtype == "fp32" else torch.bfloat16
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -56,17 +59,30 @@ def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / best
 
 
-def time_config(prepared: Path, cell: str, feed: str, args: argparse.Namespace) -> dict:
+def has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), as oneDNN uses."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def time_config(
+    prepared: Path, cell: str, feed: str, precision: str, args: argparse.Namespace
+) -> dict:
     """One configuration, measured in this process."""
     import numpy as np
     import torch
 
     from dualenc.batching import epoch_batches, pair_batch
     from dualenc.config import ModelConfig
+    from dualenc.evaluate import bf16_autocast
+    from dualenc.memory import keep_freed_memory
     from dualenc.model import DualEncoder, pair_loss
     from dualenc.prepare import load_prepared
 
     torch.set_num_threads(args.threads)
+    if args.allocator == "trainer":  # as `dualenc train` sets it, for both feeds alike
+        keep_freed_memory()
     torch.manual_seed(0)
     data = load_prepared(prepared)
     train = data.train
@@ -84,10 +100,15 @@ def time_config(prepared: Path, cell: str, feed: str, args: argparse.Namespace) 
     def step(rows: np.ndarray) -> int:
         batch = pair_batch(train.context, train.response, train.label, rows)
         c_ids, r_ids = batch.context_ids, batch.response_ids
+        c_lens, r_lens = batch.context_lens, batch.response_lens
         if feed == "padded":
             c_ids = torch.nn.functional.pad(c_ids, (0, 160 - c_ids.shape[1]))
             r_ids = torch.nn.functional.pad(r_ids, (0, 160 - r_ids.shape[1]))
-        loss = pair_loss(model(c_ids, batch.context_lens, r_ids, batch.response_lens), batch.labels)
+            if cell == "peephole":  # the packed cell would skip the padding by itself
+                c_lens, r_lens = torch.full_like(c_lens, 160), torch.full_like(r_lens, 160)
+        with bf16_autocast(torch.device("cpu"), precision == "bf16"):
+            logits = model(c_ids, c_lens, r_ids, r_lens)
+        loss = pair_loss(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -112,6 +133,7 @@ def time_config(prepared: Path, cell: str, feed: str, args: argparse.Namespace) 
     return {
         "cell": cell,
         "feed": feed,
+        "precision": precision,
         "pairs_per_s": statistics.median(rates),
         "tokens_per_s": statistics.median(token_rates),
         "peak_rss_mb": peak_kb / 1024,
@@ -139,46 +161,62 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps-per-window", type=int, default=6)
     parser.add_argument("--cells", nargs="+", default=["lstm", "peephole"])
-    parser.add_argument("--one", nargs=3, metavar=("DIR", "CELL", "FEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                        help="bf16 is skipped on a CPU without bf16 arithmetic")
+    parser.add_argument("--allocator", choices=["trainer", "default"], default="trainer",
+                        help="glibc thresholds as the trainer sets them, or glibc's defaults")
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(time_config(Path(args.one[0]), args.one[1], args.one[2], args)))
+        print(json.dumps(time_config(Path(args.one[0]), *args.one[1:], args)))
         return
+    precisions = [p for p in args.precisions if p == "fp32" or has_bf16()]
+    # the padded feed is the baseline of the speed-up, measured in fp32
+    plan = [(cell, feed, "fp32") for cell in args.cells for feed in ("project", "padded")
+            if "fp32" in precisions]
+    plan += [(cell, "project", "bf16") for cell in args.cells if "bf16" in precisions]
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = build_prepared(Path(tmp), args.examples)
         results = []
-        for cell in args.cells:
-            for feed in ("project", "padded"):
-                command = [sys.executable, __file__, "--one", str(prepared), cell, feed,
-                           "--threads", str(args.threads), "--warmup", str(args.warmup),
-                           "--windows", str(args.windows),
-                           "--steps-per-window", str(args.steps_per_window)]
-                out = subprocess.run(command, check=True, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"measured {cell} {feed}", file=sys.stderr, flush=True)
-    print_table(results, matmul_peak(args.threads), args.threads)
+        for cell, feed, precision in plan:
+            command = [sys.executable, __file__, "--one", str(prepared), cell, feed, precision,
+                       "--threads", str(args.threads), "--warmup", str(args.warmup),
+                       "--windows", str(args.windows),
+                       "--steps-per-window", str(args.steps_per_window),
+                       "--allocator", args.allocator]
+            out = subprocess.run(command, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"measured {cell} {feed} {precision}", file=sys.stderr, flush=True)
+    peaks = {p: matmul_peak(args.threads, p) for p in precisions}
+    print_table(results, peaks, args.threads)
 
 
-def print_table(results: list[dict], peak: float, threads: int) -> None:
+def print_table(results: list[dict], peaks: dict[str, float], threads: int) -> None:
     per_token = flops_per_token()
-    print(f"\n{threads} threads; fp32 matrix-multiply peak {peak / 1e9:.0f} GFLOP/s\n")
-    print("| cell | feed | pairs/s | 1M-pair epoch | peak RSS | useful GFLOP/s | of peak |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    fp32 = peaks["fp32"]
+    named = "; ".join(f"{p} {v / 1e9:.0f}" for p, v in peaks.items())
+    print(f"\n{threads} threads; matrix-multiply peak in GFLOP/s: {named}\n")
+    print("| cell | feed | precision | pairs/s | 1M-pair epoch | peak RSS | useful GFLOP/s "
+          "| of fp32 peak |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         useful = r["tokens_per_s"] * per_token
         epoch_min = 1_000_000 / r["pairs_per_s"] / 60
-        print(f"| {r['cell']} | {r['feed']} | {r['pairs_per_s']:.0f} | {epoch_min:.0f} min | "
-              f"{r['peak_rss_mb']:.0f} MB | {useful / 1e9:.0f} | {useful / peak:.0%} |")
-    by = {(r["cell"], r["feed"]): r["pairs_per_s"] for r in results}
-    for cell in sorted({r["cell"] for r in results}):
-        if (cell, "padded") in by:
-            ratio = by[(cell, "project")] / by[(cell, "padded")]
-            print(f"\n{cell}: project / padded = {ratio:.1f}x")
-    if ("lstm", "project") in by and ("peephole", "project") in by:
-        cost = by[("lstm", "project")] / by[("peephole", "project")]
-        print(f"peephole costs {cost:.2f}x the fused LSTM per pair")
+        print(f"| {r['cell']} | {r['feed']} | {r['precision']} | {r['pairs_per_s']:.0f} | "
+              f"{epoch_min:.0f} min | {r['peak_rss_mb']:.0f} MB | {useful / 1e9:.0f} | "
+              f"{useful / fp32:.0%} |")
+    by = {(r["cell"], r["feed"], r["precision"]): r["pairs_per_s"] for r in results}
+    print()
+    for cell in dict.fromkeys(r["cell"] for r in results):
+        if (cell, "padded", "fp32") in by and (cell, "project", "fp32") in by:
+            ratio = by[(cell, "project", "fp32")] / by[(cell, "padded", "fp32")]
+            print(f"{cell}: project / padded (fp32) = {ratio:.1f}x")
+    for precision in peaks:
+        lstm, peephole = (by.get((c, "project", precision)) for c in ("lstm", "peephole"))
+        if lstm and peephole:
+            print(f"peephole costs {lstm / peephole:.2f}x the fused LSTM per pair ({precision})")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_gradients_of_a_step_match_one_process(prepared, tmp_path):
     # DDP averages gradients over processes and the gather's backward sums them: together
     # with the weighting of each slice, a step must follow the global batch's mean loss.
     torchrun(__file__, str(prepared), str(tmp_path))
-    for loss in ("pair", "inbatch"):
+    for loss in ("pair", "inbatch", "symmetric"):
         two = load_file(str(tmp_path / f"grads-{loss}.safetensors"))
         one = one_step_gradients(prepared, tmp_path / f"one-{loss}", loss, threads=1)
         for name, grad in one.items():
@@ -181,7 +181,7 @@ def test_a_resumed_distributed_run_ends_where_an_uninterrupted_one_ends(prepared
 
 def _gradient_worker(prepared: Path, out: Path) -> None:
     """Under torchrun: one step's gradients for each loss, and this process's thread count."""
-    for loss in ("pair", "inbatch"):
+    for loss in ("pair", "inbatch", "symmetric"):
         grads = one_step_gradients(prepared, out / f"two-{loss}", loss, threads=0)
         if int(os.environ["RANK"]) == 0:
             save_file(grads, str(out / f"grads-{loss}.safetensors"))

@@ -174,3 +174,28 @@ def test_a_context_window_keeps_the_last_tokens():
     ragged = Ragged(np.arange(1, 8, dtype=np.int32), np.array([0, 5, 7]), np.array([5, 2]))
     ids, lens = ragged.batch(np.array([0, 1]), keep_last=3)
     assert ids.tolist() == [[3, 4, 5], [6, 7, 0]] and lens.tolist() == [3, 2]
+
+
+def test_the_symmetric_loss_averages_both_directions():
+    from dualenc.distributed import DistContext
+    from dualenc.train import Objective
+
+    torch.manual_seed(0)
+    model = tiny()
+    with torch.no_grad():  # large weights, so that the two directions differ clearly
+        for p in model.parameters():
+            p.mul_(20)
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0], [10, 11, 12]])
+    lens = torch.tensor([3, 2, 3])
+    r_ids, r_lens = ids.flip(0), lens.flip(0)
+    keys = torch.tensor([1, 2, 3])
+    inputs = (ids, lens, r_ids, r_lens, torch.ones(3), keys, 3)
+    c, r = model.encode_pairs(ids, lens, r_ids, r_lens)
+    forward = model.all_logits(c, r)  # (3, 3): context i against response j
+    backward = model.all_logits(c, r).t()  # response i against context j
+    one_way = Objective(model, "inbatch", DistContext())(*inputs)
+    both = Objective(model, "symmetric", DistContext())(*inputs)
+    assert one_way.item() == pytest.approx(inbatch_loss(forward).item(), abs=1e-6)
+    expected = (inbatch_loss(forward) + inbatch_loss(backward)).item() / 2
+    assert both.item() == pytest.approx(expected, abs=1e-6)
+    assert both.item() != pytest.approx(one_way.item(), abs=1e-4)

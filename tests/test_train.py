@@ -12,7 +12,7 @@ from dualenc.corpus.create import CreateOptions, create_sets
 from dualenc.errors import DualencError
 from dualenc.prepare import PrepareOptions, prepare
 from dualenc.ranker import Ranker
-from dualenc.train import train
+from dualenc.train import Trainer, WeightAverage, train
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,10 @@ def test_same_seed_repeats_to_the_last_digit(prepared, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("loss", ["pair", "inbatch"])
-def test_resume_ends_where_an_uninterrupted_run_ends(prepared, tmp_path, loss):
-    config = dict(loss=loss, eval_every=4)
+@pytest.mark.parametrize(("loss", "ema_decay"), [("pair", 0.0), ("inbatch", 0.0),
+                                                 ("symmetric", 0.9)])
+def test_resume_ends_where_an_uninterrupted_run_ends(prepared, tmp_path, loss, ema_decay):
+    config = dict(loss=loss, eval_every=4, ema_decay=ema_decay)
     data, whole, split = prepared / "prepared", tmp_path / "whole", tmp_path / "split"
 
     def model():  # dropout makes the random state matter
@@ -77,8 +78,39 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared, tmp_path, loss):
     train(data, split, model(), tiny_train(max_steps=14, **config), resume=True)
     a, b = weights(whole), weights(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if ema_decay:
+        a, b = (load_file(str(run / "last" / "trained.safetensors")) for run in (whole, split))
+        assert all(torch.equal(a[k], b[k]) for k in a)
     state = json.loads((split / "last" / "state.json").read_text())["trainer"]
     assert state["step"] == 14
+
+
+def test_the_moving_average_follows_its_ramped_decay(prepared, tmp_path):
+    # decay 0.5, ramped: min(0.5, (1 + s) / (10 + s)) at step s = 0, 1, 2 is 1/10, 2/11, 3/12
+    run = tmp_path / "run"
+    steps = []
+
+    class Recording(WeightAverage):
+        def update(self, model, step):
+            super().update(model, step)
+            steps.append(({k: v.clone() for k, v in model.state_dict().items()}, step))
+
+    trainer = Trainer(prepared / "prepared", run, tiny_model(),
+                      tiny_train(max_steps=3, ema_decay=0.5))
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.average.__class__ = Recording
+    trainer.fit()
+    expected = start
+    for current, step in steps:
+        keep = min(0.5, (1 + step) / (10 + step))
+        expected = {k: keep * expected[k] + (1 - keep) * current[k] for k in expected}
+    assert [step for _, step in steps] == [0, 1, 2]
+    saved = weights(run)
+    trained = load_file(str(run / "last" / "trained.safetensors"))
+    for name, value in saved.items():
+        assert torch.allclose(value, expected[name], atol=1e-6), name
+    assert not torch.equal(saved["M"], trained["M"])
+    assert torch.equal(trained["M"], steps[-1][0]["M"])
 
 
 def test_an_existing_run_is_not_overwritten_by_accident(prepared, tmp_path):
@@ -132,3 +164,13 @@ def test_it_learns_on_real_dialogs(shared_data, tmp_path):
     # seeded, so the same on every run: 0.137 untrained, 0.187 trained; chance is 0.100 with a
     # standard error of 0.016 on 343 rows
     assert after >= 0.17 and after >= before + 0.03, (before, after)
+
+
+def test_glibc_takes_the_allocator_thresholds():
+    import platform
+
+    from dualenc.memory import keep_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True

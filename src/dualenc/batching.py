@@ -34,6 +34,18 @@ class PairBatch:
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
 
+    def drop_words(self, share: float, unk_id: int, pad_id: int = 0) -> PairBatch:
+        """A copy with each real token replaced by `unk_id` with probability `share` (word
+        dropout), drawn from torch's random state on the batch's device. Response keys stay
+        those of the true texts."""
+
+        def drop(ids: torch.Tensor) -> torch.Tensor:
+            hit = (torch.rand(ids.shape, device=ids.device) < share) & (ids != pad_id)
+            return ids.masked_fill(hit, unk_id)
+
+        return PairBatch(drop(self.context_ids), self.context_lens, drop(self.response_ids),
+                         self.response_lens, self.labels, self.response_keys)
+
     @property
     def size(self) -> int:
         return self.labels.shape[0]

@@ -9,8 +9,11 @@ A run folder is self-describing, so a model loads with no training arguments:
     RUN/last/                the latest checkpoint, with optimizer and random state
     RUN/metrics.csv          one row per logged value; RUN/tensorboard/ the same curves
 
-A checkpoint folder holds model.safetensors, state.json and, in last/, optimizer.safetensors
-with optimizer.json. Each is written to a temporary folder and renamed into place.
+A checkpoint folder holds model.safetensors (the weights to rank with: the moving average
+when training averages them), state.json and, in last/, optimizer.safetensors with
+optimizer.json, rng.safetensors and, under averaging, trained.safetensors (the optimizer's
+own weights, which a resumed run continues from). Each folder is written to a temporary
+folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -68,11 +71,14 @@ def save_checkpoint(
     state: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
+    trained: torch.nn.Module | None = None,
 ) -> None:
-    """Write one checkpoint folder atomically (replacing an older one)."""
+    """Write one checkpoint folder atomically (replacing an older one). `trained`, when the
+    model is a moving average, holds the weights the optimizer works on."""
     with atomic_dir(folder, overwrite=True) as tmp:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
+        save_file(_cpu_weights(model), str(tmp / "model.safetensors"))
+        if trained is not None:
+            save_file(_cpu_weights(trained), str(tmp / "trained.safetensors"))
         write_json(tmp / "state.json", state)
         if optimizer is not None:
             tensors, plain = _flatten_optimizer(optimizer.state_dict())
@@ -80,6 +86,10 @@ def save_checkpoint(
             write_json(tmp / "optimizer.json", plain)
         if rng:
             save_file(rng, str(tmp / "rng.safetensors"))
+
+
+def _cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def load_optimizer_state(folder: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from dualenc.errors import DualencError
 
 CELLS = ("lstm", "peephole", "gru")
-LOSSES = ("pair", "inbatch")
+LOSSES = ("pair", "inbatch", "symmetric")
 M_INITS = ("normal", "identity")
 POOLINGS = ("last", "max", "mean")
 DEVICES = ("auto", "cpu", "cuda")
@@ -68,7 +68,11 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 0.0  # decoupled weight decay (AdamW) when above zero
     clip_norm: float = 10.0  # global gradient-norm clipping
-    loss: str = "pair"  # pair: sigmoid cross-entropy on labelled pairs; inbatch: softmax
+    ema_decay: float = 0.0  # validate and keep a moving average of the weights (0: off)
+    word_dropout: float = 0.0  # share of training tokens replaced by <unk>
+    # pair: sigmoid cross-entropy on labelled pairs; inbatch: softmax of each context over the
+    # batch's responses; symmetric: that and each response over the batch's contexts, averaged
+    loss: str = "pair"
     max_steps: int = 0  # stop after this many steps (0: no limit)
     eval_every: int = 0  # validate every N steps as well as after each epoch (0: epochs only)
     patience: int = 3  # stop after this many validations without a better R@1/10 (0: never)
@@ -97,11 +101,15 @@ class TrainConfig:
                      "context_window"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.word_dropout < 1:
+            found.append(f"word_dropout must be in [0, 1), got {self.word_dropout}")
+        if not 0 <= self.ema_decay < 1:
+            found.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.loss not in LOSSES:
             found.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.device not in DEVICES:
             found.append(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.loss == "inbatch" and self.batch_size < 2:
+        if self.loss != "pair" and self.batch_size < 2:
             found.append("the in-batch loss needs a batch of at least 2")
         return found
 

@@ -61,7 +61,7 @@ def candidate_logits(
 def validation_loss(logits: torch.Tensor, loss: str) -> torch.Tensor:
     """Summed loss over rows of (B, K) logits, truth in column 0: sigmoid cross-entropy on
     every pair for the pair loss (as the reference reports it), softmax over the K for the
-    in-batch loss. Returns (sum, number of items)."""
+    in-batch losses. Returns (sum, number of items)."""
     if loss == "pair":
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0

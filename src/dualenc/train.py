@@ -7,6 +7,7 @@ of each; rank 0 validates and writes checkpoints while the others wait.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ from dualenc.embeddings import load_pretrained
 from dualenc.errors import DualencError
 from dualenc.evaluate import bf16_autocast, evaluate_split
 from dualenc.logs import RunLogger
+from dualenc.memory import keep_freed_memory
 from dualenc.metrics import format_metrics
 from dualenc.model import DualEncoder, inbatch_loss, pair_loss
 from dualenc.prepare import Prepared, load_prepared
@@ -69,6 +71,26 @@ class TrainState:
     best_step: int = 0
     evals_without_gain: int = 0
     stopped_early: bool = False
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, held in a copy of the model.
+
+    The decay ramps up as min(decay, (1 + step) / (10 + step)), so the first steps do not
+    drag the initial weights along; the average is a function of the steps taken, which is
+    what makes a resumed run end where an uninterrupted one does.
+    """
+
+    def __init__(self, model: DualEncoder, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        weight = 1.0 - min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), weight)
 
 
 class _Window:
@@ -112,7 +134,12 @@ class Objective(nn.Module):
             r_all = gather_with_grad(r, self.ctx, sizes)  # (B, D): negatives of the global batch
             logits = self.model.all_logits(c, r_all)  # (b, B)
             keys_all = gather_keys(r_keys, self.ctx)  # (B,)
-            loss = inbatch_loss(logits, bounds[self.ctx.rank], r_keys, keys_all)
+            offset = bounds[self.ctx.rank]
+            loss = inbatch_loss(logits, offset, r_keys, keys_all)
+            if self.loss == "symmetric":  # each response against every context as well
+                c_all = gather_with_grad(c, self.ctx, sizes)  # (B, D)
+                reverse = self.model.all_logits(c_all, r).t()  # (b, B)
+                loss = (loss + inbatch_loss(reverse, offset, r_keys, keys_all)) / 2
         if not self.ctx.enabled:
             return loss
         # NOTE: DDP averages gradients over processes; weighting each process's mean by
@@ -143,6 +170,8 @@ class Trainer:
         self.model_config = model_config
         self._check_run_dir(resume, overwrite)
         self._set_threads()
+        if self.ctx.device.type == "cpu":
+            keep_freed_memory()
         torch.manual_seed(train_config.seed)
         self.model = DualEncoder(model_config)
         if train_config.embeddings:
@@ -160,6 +189,9 @@ class Trainer:
         else:
             self.optimizer = torch.optim.Adam(params, lr=train_config.lr)
         self.state = TrainState()
+        self.average: WeightAverage | None = None  # kept by rank 0, which validates
+        if train_config.ema_decay and self.ctx.is_main:
+            self.average = WeightAverage(self.model, train_config.ema_decay)
         if resume:
             self._restore()
         objective = Objective(self.model, train_config.loss, self.ctx)
@@ -211,8 +243,15 @@ class Trainer:
 
         from dualenc.fileio import read_json
 
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        averaged = (folder / "trained.safetensors").exists()
+        trained = "trained.safetensors" if averaged else "model.safetensors"
+        self.model.load_state_dict(load_file(str(folder / trained)))
         self.model.to(self.ctx.device)
+        if self.average is not None:
+            if not averaged:
+                raise DualencError(f"--resume: {folder} holds no averaged weights")
+            weights = load_file(str(folder / "model.safetensors"), device=str(self.ctx.device))
+            self.average.model.load_state_dict(weights)
         load_optimizer_state(folder, self.optimizer)
         saved = read_json(folder / "state.json")
         self.state = TrainState(**saved["trainer"])
@@ -223,7 +262,7 @@ class Trainer:
 
     def training_rows(self) -> np.ndarray:
         labels = self.data.train.label
-        if self.cfg.loss == "inbatch":  # negatives come from the batch; labelled ones are unused
+        if self.cfg.loss != "pair":  # negatives come from the batch; labelled ones are unused
             return np.flatnonzero(labels == 1)
         return np.arange(len(labels))
 
@@ -298,6 +337,8 @@ class Trainer:
             train.context, train.response, train.label, rows, self.cfg.context_window
         )
         batch = batch.to(self.ctx.device)
+        if self.cfg.word_dropout:
+            batch = batch.drop_words(self.cfg.word_dropout, self.data.vocab.unk_id)
         with bf16_autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
                 batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,
@@ -307,6 +348,8 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model, self.state.step)
         return float(loss.detach())
 
     def _trace_rows(self, rows: np.ndarray) -> None:
@@ -338,7 +381,7 @@ class Trainer:
         if self.data.valid is None:
             return False
         values = evaluate_split(
-            self.model, self.data.valid, self.cfg.eval_batch_size, self.cfg.loss,
+            self.ranking_model, self.data.valid, self.cfg.eval_batch_size, self.cfg.loss,
             self.ctx.device, self.cfg.bf16, self.cfg.context_window,
         )
         self.logger.validation(values, self.state)
@@ -367,9 +410,17 @@ class Trainer:
     ) -> None:
         state = {"trainer": asdict(self.state), "metrics": values or {}}
         if which == "last":
-            save_checkpoint(self.run_dir / "last", self.model, state, self.optimizer, rng)
+            trained = self.model if self.average is not None else None
+            save_checkpoint(
+                self.run_dir / "last", self.ranking_model, state, self.optimizer, rng, trained
+            )
         else:
-            save_checkpoint(self.run_dir / which, self.model, state)
+            save_checkpoint(self.run_dir / which, self.ranking_model, state)
+
+    @property
+    def ranking_model(self) -> DualEncoder:
+        """The weights validated and saved: the moving average when there is one."""
+        return self.average.model if self.average is not None else self.model
 
     def _summary(self) -> dict[str, Any]:
         return {

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = prepare(sets, prepared, PrepareOptions(overwrite=True, progress=args.progress))
     print(f"vocabulary {manifest['vocab_size']:,} tokens; files in {prepared}")
 
-    _stage(f"train: {args.steps} steps of a dual LSTM encoder (in-batch loss, GloVe 50-d)")
+    _stage(f"train: {args.steps} steps of a dual encoder "
+           "(bidirectional LSTM, in-batch loss, GloVe 50-d)")
     settings = {**PRESETS["small-data"], **DEMO_OVERRIDES, "max_steps": args.steps}
     settings["seed"] = args.seed
     model_config, train_config = split_settings({**settings, "progress": args.progress})

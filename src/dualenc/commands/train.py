@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 PRESETS: dict[str, dict[str, Any]] = {
     "reference": {},
     "small-data": {
-        "loss": "inbatch",
+        "loss": "symmetric",
         "m_init": "identity",
         "embeddings": "glove-6b-50d",
         "embed_dim": 50,
         "dropout": 0.3,
         "cell": "lstm",
+        "bidirectional": True,
+        "pooling": "max",
+        "ema_decay": 0.99,
         "epochs": 20,
         "eval_every": 100,
         "patience": 6,
@@ -49,8 +52,12 @@ TRAIN_FLAGS = {
     "--lr": ("lr", float, "Adam learning rate (default 1e-3)"),
     "--weight-decay": ("weight_decay", float, "AdamW weight decay (default 0: plain Adam)"),
     "--clip-norm": ("clip_norm", float, "global gradient-norm clip (default 10)"),
-    "--loss": ("loss", str, f"{', '.join(LOSSES)}: sigmoid on labelled pairs, or in-batch "
-               "softmax (default pair)"),
+    "--word-dropout": ("word_dropout", float, "replace this share of training tokens with "
+                       "<unk> (default 0)"),
+    "--ema-decay": ("ema_decay", float, "validate, keep and rank with an exponential moving "
+                    "average of the weights with this decay, e.g. 0.99 (default 0: off)"),
+    "--loss": ("loss", str, f"{', '.join(LOSSES)}: sigmoid on labelled pairs, in-batch "
+               "softmax over responses, or that both ways (default pair)"),
     "--max-steps": ("max_steps", int, "stop after N steps (default 0: no limit)"),
     "--eval-every": ("eval_every", int, "also validate every N steps (default 0: per epoch)"),
     "--patience": ("patience", int, "stop after N validations without a better R@1/10 "
@@ -82,10 +89,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in RUN")
     for flag, (dest, kind, text) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-    p.add_argument("--bidirectional", action="store_true", default=None, help="add a backward pass")
-    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
-    p.add_argument("--freeze-embeddings", action="store_true", default=None,
-                   help="keep pretrained embeddings fixed")
+    switches = {
+        "bidirectional": "add a backward pass",
+        "bf16": "bf16 autocast",
+        "freeze-embeddings": "keep pretrained embeddings fixed",
+    }
+    for name, text in switches.items():  # --no-NAME undoes what a preset or --config set
+        p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                       help=text)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar")
     p.set_defaults(func=run)
