@@ -60,10 +60,11 @@ def matmul_peak(threads: int, dtype: str = "fp32", size: int = 2048, repeats: in
 
 
 def has_bf16() -> bool:
-    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), as oneDNN uses."""
     import torch
 
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from dualenc.evaluate import has_native_bf16
+
+    return has_native_bf16(torch.device("cpu"))
 
 
 def time_config(

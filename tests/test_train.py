@@ -174,3 +174,18 @@ def test_glibc_takes_the_allocator_thresholds():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert keep_freed_memory() is True
+
+
+def test_the_small_data_preset_resolves_to_valid_configs():
+    from dualenc.commands.train import PRESETS, resolve_auto, split_settings
+    from dualenc.config import validate
+    from dualenc.evaluate import has_native_bf16
+
+    settings = resolve_auto({**PRESETS["small-data"], "device": "cpu"})
+    assert settings["bf16"] is has_native_bf16(torch.device("cpu"))
+    model, config = split_settings(settings)
+    model.vocab_size = 100  # the trainer sets it from the prepared folder
+    validate(model, config)
+    assert (model.bidirectional, model.pooling, config.loss) == (True, "max", "symmetric")
+    # a preset's "auto" never reaches a saved config; anything else passes through as it is
+    assert resolve_auto({"bf16": False}) == {"bf16": False}

@@ -41,6 +41,14 @@ def evaluate_file(scorer: Scorer, path: str | Path, batch_size: int = 64) -> dic
     return metrics.result()
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX as oneDNN uses them. Elsewhere autocast would emulate it."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def bf16_autocast(device: torch.device, enabled: bool):
     """bf16 autocast on `device` when enabled, else a context that does nothing."""
     if not enabled:

@@ -4,9 +4,9 @@ A training step allocates and frees activations of tens of megabytes. With glibc
 defaults, blocks above its mmap threshold (adaptive, at most 32 MB) are mapped and unmapped
 on every step and the heap top is trimmed back to the system, so the pages are faulted in
 again, and much of a step becomes system time. Raising the mmap threshold to 64 MB and the
-trim threshold to 256 MB keeps those blocks in the process: on the reference model about
-7% more pairs a second, with peak RSS still under 2 GB (see benchmarks/train_speed.py).
-Keeping everything (no mmap, no trimming) is faster still but grows RSS past 2 GB.
+trim threshold to 256 MB keeps those blocks in the process: on the reference model 9% more
+pairs a second, with peak RSS still under 2 GB (see benchmarks/train_speed.py). Keeping
+everything (no mmap, no trimming) is faster still but grows RSS past 2 GB.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def _stage(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualenc.commands.train import PRESETS, split_settings
+    from dualenc.commands.train import PRESETS, resolve_auto, split_settings
     from dualenc.corpus.create import CreateOptions, create_sets
     from dualenc.prepare import PrepareOptions, prepare
     from dualenc.train import train
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
            "(bidirectional LSTM, in-batch loss, GloVe 50-d)")
     settings = {**PRESETS["small-data"], **DEMO_OVERRIDES, "max_steps": args.steps}
     settings["seed"] = args.seed
-    model_config, train_config = split_settings({**settings, "progress": args.progress})
+    settings = resolve_auto({**settings, "progress": args.progress})
+    model_config, train_config = split_settings(settings)
     summary = train(prepared, run_dir, model_config, train_config, overwrite=True)
     print(f"best validation R@1/10 {summary['best_R@1/10']:.3f} at step {summary['best_step']}")
 

@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bidirectional": True,
         "pooling": "max",
         "ema_decay": 0.99,
+        "bf16": "auto",  # where the device computes in bf16 natively
         "epochs": 20,
         "eval_every": 100,
         "patience": 6,
@@ -129,6 +130,18 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with `"bf16": "auto"` (a preset's) made true or false for the device that
+    will train, so that the run's saved config says what was done."""
+    if settings.get("bf16") != "auto":
+        return settings
+    from dualenc.distributed import resolve_device
+    from dualenc.evaluate import has_native_bf16
+
+    device = resolve_device(settings.get("device", "auto"))
+    return {**settings, "bf16": has_native_bf16(device)}
+
+
 def split_settings(settings: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A ModelConfig and a TrainConfig from one flat dict; unknown keys are an error."""
     model_names = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -144,7 +157,7 @@ def split_settings(settings: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
 def run(args: argparse.Namespace) -> int:
     from dualenc.train import train
 
-    model_config, train_config = split_settings(resolve_settings(args))
+    model_config, train_config = split_settings(resolve_auto(resolve_settings(args)))
     summary = train(
         args.prepared, args.out, model_config, train_config, args.resume, args.overwrite
     )
