@@ -189,3 +189,4 @@ def test_the_small_data_preset_resolves_to_valid_configs():
     assert (model.bidirectional, model.pooling, config.loss) == (True, "max", "symmetric")
     # a preset's "auto" never reaches a saved config; anything else passes through as it is
     assert resolve_auto({"bf16": False}) == {"bf16": False}
+    assert TrainConfig(bf16="auto").problems() == ["bf16 must be true or false, got 'auto'"]

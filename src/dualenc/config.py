@@ -101,6 +101,8 @@ class TrainConfig:
                      "context_window"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not isinstance(self.bf16, bool):  # a preset's "auto" is resolved before this
+            found.append(f"bf16 must be true or false, got {self.bf16!r}")
         if not 0 <= self.word_dropout < 1:
             found.append(f"word_dropout must be in [0, 1), got {self.word_dropout}")
         if not 0 <= self.ema_decay < 1:
