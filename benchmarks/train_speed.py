@@ -3,7 +3,9 @@
 Builds training pairs with `dualenc create` from the real IRC dialogs (so lengths are
 real), prepares them, then times, each in its own process (so peak RSS is its own):
 
-  project   length-bucketed batches, sequences encoded in length groups (the trainer)
+  project   length-bucketed batches, sequences encoded in length groups, the groups spread
+            over one single-threaded lane a thread for the fused LSTM (the trainer's
+            defaults; the peephole cell keeps one lane)
   padded    random batches with every context and response padded to 160 tokens (the
             peephole cell runs all 160 steps of every sequence, as a plain port does)
 
@@ -18,7 +20,9 @@ Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H
 (the input and recurrent products; backward costs twice the forward). Element-wise work
 is left out.
 
-    python benchmarks/train_speed.py [--threads 2] [--windows 5] [--steps-per-window 10]
+`--lanes 1` times the project's feed with the threads inside each kernel instead.
+
+    python benchmarks/train_speed.py [--threads 2] [--lanes N] [--windows 5]
 """
 
 from __future__ import annotations
@@ -77,17 +81,20 @@ def time_config(
     from dualenc.batching import epoch_batches, pair_batch
     from dualenc.config import ModelConfig
     from dualenc.evaluate import bf16_autocast
+    from dualenc.lanes import default_lanes
     from dualenc.memory import keep_freed_memory
     from dualenc.model import DualEncoder, pair_loss
     from dualenc.prepare import load_prepared
 
-    torch.set_num_threads(args.threads)
+    lanes = (args.lanes or default_lanes(cell, args.threads)) if feed == "project" else 1
+    torch.set_num_threads(1 if lanes > 1 else args.threads)  # as the trainer sets them
     if args.allocator == "trainer":  # as `dualenc train` sets it, for both feeds alike
         keep_freed_memory()
     torch.manual_seed(0)
     data = load_prepared(prepared)
     train = data.train
     model = DualEncoder(ModelConfig(vocab_size=len(data.vocab), cell=cell))
+    model.lanes = lanes
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     rows = np.arange(len(train.label))
     lengths = np.asarray(train.context.lengths)
@@ -135,6 +142,7 @@ def time_config(
         "cell": cell,
         "feed": feed,
         "precision": precision,
+        "lanes": lanes,
         "pairs_per_s": statistics.median(rates),
         "tokens_per_s": statistics.median(token_rates),
         "peak_rss_mb": peak_kb / 1024,
@@ -157,6 +165,8 @@ def build_prepared(work: Path, examples: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lanes", type=int, default=0,
+                        help="lanes of the project's feed (default 0: as the trainer)")
     parser.add_argument("--examples", type=int, default=50_000)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--windows", type=int, default=5)
@@ -182,7 +192,8 @@ def main() -> None:
         results = []
         for cell, feed, precision in plan:
             command = [sys.executable, __file__, "--one", str(prepared), cell, feed, precision,
-                       "--threads", str(args.threads), "--warmup", str(args.warmup),
+                       "--threads", str(args.threads), "--lanes", str(args.lanes),
+                       "--warmup", str(args.warmup),
                        "--windows", str(args.windows),
                        "--steps-per-window", str(args.steps_per_window),
                        "--allocator", args.allocator]
@@ -199,13 +210,14 @@ def print_table(results: list[dict], peaks: dict[str, float], threads: int) -> N
     fp32 = peaks["fp32"]
     named = "; ".join(f"{p} {v / 1e9:.0f}" for p, v in peaks.items())
     print(f"\n{threads} threads; matrix-multiply peak in GFLOP/s: {named}\n")
-    print("| cell | feed | precision | pairs/s | 1M-pair epoch | peak RSS | useful GFLOP/s "
-          "| of fp32 peak |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| cell | feed | precision | lanes | pairs/s | 1M-pair epoch | peak RSS "
+          "| useful GFLOP/s | of fp32 peak |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         useful = r["tokens_per_s"] * per_token
         epoch_min = 1_000_000 / r["pairs_per_s"] / 60
-        print(f"| {r['cell']} | {r['feed']} | {r['precision']} | {r['pairs_per_s']:.0f} | "
+        print(f"| {r['cell']} | {r['feed']} | {r['precision']} | {r['lanes']} | "
+              f"{r['pairs_per_s']:.0f} | "
               f"{epoch_min:.0f} min | {r['peak_rss_mb']:.0f} MB | {useful / 1e9:.0f} | "
               f"{useful / fp32:.0%} |")
     by = {(r["cell"], r["feed"], r["precision"]): r["pairs_per_s"] for r in results}

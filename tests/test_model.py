@@ -199,3 +199,40 @@ def test_the_symmetric_loss_averages_both_directions():
     expected = (inbatch_loss(forward) + inbatch_loss(backward)).item() / 2
     assert both.item() == pytest.approx(expected, abs=1e-6)
     assert both.item() != pytest.approx(one_way.item(), abs=1e-4)
+
+
+@pytest.mark.parametrize(("cell", "bidirectional"), [("lstm", False), ("gru", True),
+                                                     ("peephole", False)])
+def test_lanes_give_the_encodings_and_gradients_of_one_lane(cell, bidirectional):
+    model = tiny(cell, bidirectional=bidirectional, pooling="max" if bidirectional else "last")
+    model.group_size = 3  # 10 sequences: 4 groups a side (the peephole cell: one a lane)
+    generator = torch.Generator().manual_seed(1)
+    ids, r_ids = (torch.randint(1, 20, (10, t), generator=generator) for t in (12, 5))
+    lens, r_lens = (torch.randint(1, t + 1, (10,), generator=generator) for t in (12, 5))
+    results = []
+    for lanes in (1, 2, 3):
+        model.lanes = lanes
+        model.zero_grad()
+        logits = model(ids, lens, r_ids, r_lens)
+        pair_loss(logits, torch.ones(10)).backward()
+        with torch.no_grad():
+            encs = model.encode(ids, lens)
+        results.append((logits.detach(), encs, [p.grad.clone() for p in model.parameters()]))
+    for logits, encs, grads in results[1:]:
+        assert torch.allclose(logits, results[0][0], atol=1e-6)
+        assert torch.allclose(encs, results[0][1], atol=1e-6)
+        pairs = zip(grads, results[0][2], strict=True)
+        assert all(torch.allclose(g, g1, atol=1e-6) for g, g1 in pairs)
+
+
+def test_lanes_take_the_costliest_group_first():
+    from dualenc.lanes import assign_lanes, default_lanes
+
+    assert (default_lanes("lstm", 2), default_lanes("gru", 4), default_lanes("peephole", 2)) == (
+        2, 4, 1)
+
+    # costs 5, 9, 2, 7, 3 on 2 lanes, costliest first: 9 (#1) -> lane 0; 7 (#3) -> lane 1;
+    # 5 (#0) -> lane 1 (7 < 9); 3 (#4) -> lane 0 (9 < 12); 2 (#2) -> lane 0 (12 = 12, the
+    # lower lane). Lane 0 holds #1, #4, #2 (cost 14), lane 1 #3, #0 (12), each in order.
+    assert assign_lanes([5, 9, 2, 7, 3], 2) == [[1, 2, 4], [0, 3]]
+    assert assign_lanes([4], 3) == [[0]]  # an idle lane gets no list

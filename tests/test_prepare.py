@@ -76,7 +76,9 @@ VALID = [
     ["Context", "Ground Truth Utterance", "Distractor_0", "Distractor_1"],
     ["b __eou__ __eot__ ", "c __eou__", "e __eou__", "a a a __eou__"],
 ]
-TINY = PrepareOptions(min_frequency=2, max_context_len=4, max_response_len=2, progress=False)
+TINY = PrepareOptions(
+    min_frequency=2, max_context_len=4, max_response_len=2, hash_buckets=0, progress=False
+)
 
 
 @pytest.fixture
@@ -127,6 +129,21 @@ def test_prepare_tiny_set(sets, tmp_path) -> None:
     assert len(source["sha256"]) == 64
 
 
+def test_prepare_hashes_unknown_tokens_into_buckets(sets, tmp_path) -> None:
+    options = PrepareOptions(**{**vars(TINY), "hash_buckets": 4})
+    manifest = prepare(sets, tmp_path / "prepared", options)
+    # The 7 ids of the tiny vocabulary, then <hash:0> .. <hash:3> as ids 7 to 10. CRC-32 of
+    # "d" is 2564639436 (bucket 0, id 7) and of "e" 4024072794 (bucket 2, id 9).
+    assert manifest["vocab_size"] == 11 and manifest["options"]["hash_buckets"] == 4
+    train = tmp_path / "prepared" / "train"
+    assert np.load(train / "response.ids.npy").tolist() == [5, 6, 7, 2]
+    valid = tmp_path / "prepared" / "valid"
+    assert np.load(valid / "candidates.ids.npy").tolist() == [6, 2, 9, 2, 4, 4]
+    # Coverage counts the tokens with an id of their own, as without buckets.
+    assert manifest["coverage"]["train"] == pytest.approx(14 / 15)
+    assert manifest["coverage"]["valid"] == pytest.approx(10 / 11)
+
+
 def test_load_prepared(sets, tmp_path) -> None:
     prepare(sets, tmp_path / "prepared", TINY)
     prepared = load_prepared(tmp_path / "prepared")
@@ -163,7 +180,7 @@ def test_prepare_refuses_an_existing_output_unless_overwrite(sets, tmp_path) -> 
     with pytest.raises(FileExistsError, match="--overwrite"):
         prepare(sets, out, TINY)
     options = PrepareOptions(min_frequency=1, overwrite=True, progress=False)
-    assert prepare(sets, out, options)["vocab_size"] == 8  # "d" (seen once) now has an id
+    assert prepare(sets, out, options)["vocab_size"] == 8 + 4096  # "d" now has an id
 
 
 def test_prepare_xu_folder(tmp_path) -> None:
@@ -172,7 +189,8 @@ def test_prepare_xu_folder(tmp_path) -> None:
     (folder / "train.txt").write_text("1\thi\tthere\tyes\n0\thi\tthere\tno\n")
     lines = [f"{int(i == 4)}\thi\tnew {i}\n" for i in range(10)]
     (folder / "test.txt").write_text("".join(lines))
-    manifest = prepare(folder, tmp_path / "out", PrepareOptions(min_frequency=1, progress=False))
+    options = PrepareOptions(min_frequency=1, hash_buckets=0, progress=False)
+    manifest = prepare(folder, tmp_path / "out", options)
     assert manifest["counts"] == {"train": 2, "test": 1}
     assert manifest["num_candidates"] == {"test": 10}
     prepared = load_prepared(tmp_path / "out")

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from dualenc.errors import DataError
-from dualenc.text import PAD, UNK, Tokenizer, Vocabulary, join_turns
+from dualenc.text import PAD, UNK, Tokenizer, Vocabulary, bucket_of, join_turns
 
 # Text as the real UDC v2 files hold it: already tokenized, so it must come back as it is.
 PRETOKENIZED = [
@@ -157,6 +157,36 @@ def test_vocabulary_round_trip(tmp_path) -> None:
     assert loaded.tokens == vocab.tokens
     tokens = ["n't", "caf\u00e9", "nope", "__eou__"]
     assert loaded.encode(tokens) == vocab.encode(tokens) == [4, 3, 1, 2]
+
+
+def test_unknown_tokens_share_hash_buckets(tmp_path) -> None:
+    vocab = Vocabulary.build(COUNTS, min_frequency=5, hash_buckets=4)
+    assert vocab.tokens == [PAD, UNK, "the", "apt", "ubuntu", "grub",
+                            "<hash:0>", "<hash:1>", "<hash:2>", "<hash:3>"]
+    assert (vocab.num_buckets, vocab.first_bucket) == (4, 6)
+    # CRC-32 mod 4: "nope" 2882617104 -> 0, "kernel" 1574083243 -> 3, "x" 2363233923 -> 3,
+    # "<pad>" 1076432921 -> 1; a known token keeps its id, so does a literal "<unk>".
+    assert [bucket_of(t, 4) for t in ("nope", "kernel", "x", "<pad>")] == [0, 3, 3, 1]
+    assert vocab.encode(["the", "nope", "kernel", "x", "<pad>", "<unk>"]) == [2, 6, 9, 9, 7, 1]
+    assert vocab.token_to_id("kernel") == 9 and vocab.token_to_id("apt") == 3
+    # A literal bucket token is unknown text like any other; "<hash:0>" hashes to bucket 1.
+    assert vocab.encode(["<hash:0>"]) == [6 + bucket_of("<hash:0>", 4)]
+    # Where each token would go without its id: "grub" 557064543 -> 3; <unk> 4214471641 -> 1.
+    assert vocab.bucket_ids() == [0, 7, 6 + bucket_of("the", 4), 6 + bucket_of("apt", 4),
+                                  6 + bucket_of("ubuntu", 4), 9, 6, 7, 8, 9]
+    vocab.save(tmp_path / "vocab.txt")
+    loaded = Vocabulary.load(tmp_path / "vocab.txt")
+    assert (loaded.num_buckets, loaded.encode(["kernel"])) == (4, [9])
+    with pytest.raises(ValueError, match="no hash buckets"):
+        Vocabulary.build(COUNTS).bucket_ids()
+
+
+def test_hash_buckets_must_end_the_vocabulary_in_order(tmp_path) -> None:
+    (tmp_path / "vocab.txt").write_text("<pad>\n<unk>\n<hash:1>\n<hash:0>\n", encoding="utf-8")
+    with pytest.raises(DataError, match="hash buckets"):
+        Vocabulary.load(tmp_path / "vocab.txt")
+    with pytest.raises(ValueError, match="hash_buckets"):
+        Vocabulary.build(COUNTS, hash_buckets=-1)
 
 
 @pytest.mark.parametrize("token", ["two words", "new\nline", "", "tab\t"])

@@ -85,6 +85,24 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared, tmp_path, loss, e
     assert state["step"] == 14
 
 
+def test_lanes_repeat_and_match_one_lane(prepared, tmp_path):
+    data = prepared / "prepared"
+
+    def model(dropout):
+        return ModelConfig(embed_dim=8, hidden_dim=8, dropout=dropout)
+
+    # dropout draws from each group's own generator: the same seed, the same weights
+    for name in ("a", "b"):
+        train(data, tmp_path / name, model(0.1), tiny_train(max_steps=6, lanes=2))
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # without dropout, two lanes compute what one does, up to the order of the sums
+    train(data, tmp_path / "one", model(0.0), tiny_train(max_steps=6, lanes=1))
+    train(data, tmp_path / "two", model(0.0), tiny_train(max_steps=6, lanes=2))
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
+
+
 def test_the_moving_average_follows_its_ramped_decay(prepared, tmp_path):
     # decay 0.5, ramped: min(0.5, (1 + s) / (10 + s)) at step s = 0, 1, 2 is 1/10, 2/11, 3/12
     run = tmp_path / "run"
@@ -166,6 +184,26 @@ def test_it_learns_on_real_dialogs(shared_data, tmp_path):
     assert after >= 0.17 and after >= before + 0.03, (before, after)
 
 
+def test_hashed_words_need_buckets_and_keep_a_run_repeatable(shared_data, tmp_path):
+    sets = tmp_path / "sets"
+    create_sets(shared_data / "ubuntu-irc", sets, CreateOptions(examples=320, seed=7,
+                                                                progress=False))
+    config = tiny_train(max_steps=4, hash_words=0.5, hash_words_from=50)
+    plain = tmp_path / "plain"
+    prepare(sets, plain, PrepareOptions(min_frequency=2, hash_buckets=0, progress=False))
+    with pytest.raises(DualencError, match="--hash-buckets"):
+        train(plain, tmp_path / "refused", tiny_model(), config)
+    hashed = tmp_path / "hashed"
+    prepare(sets, hashed, PrepareOptions(min_frequency=2, hash_buckets=64, progress=False))
+    for name in ("a", "b"):
+        train(hashed, tmp_path / name, tiny_model(), config)
+    train(hashed, tmp_path / "off", tiny_model(), tiny_train(max_steps=4))
+    a, b, off = (weights(tmp_path / name) for name in ("a", "b", "off"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # without dropout, only the hashing can make the two runs differ
+    assert not torch.equal(a["embedding.weight"], off["embedding.weight"])
+
+
 def test_glibc_takes_the_allocator_thresholds():
     import platform
 
@@ -177,16 +215,16 @@ def test_glibc_takes_the_allocator_thresholds():
 
 
 def test_the_small_data_preset_resolves_to_valid_configs():
-    from dualenc.commands.train import PRESETS, resolve_auto, split_settings
+    from dualenc.commands.train import COMMAND_DEFAULTS, PRESETS, resolve_auto, split_settings
     from dualenc.config import validate
     from dualenc.evaluate import has_native_bf16
 
-    settings = resolve_auto({**PRESETS["small-data"], "device": "cpu"})
+    settings = resolve_auto({**COMMAND_DEFAULTS, **PRESETS["small-data"], "device": "cpu"})
     assert settings["bf16"] is has_native_bf16(torch.device("cpu"))
     model, config = split_settings(settings)
     model.vocab_size = 100  # the trainer sets it from the prepared folder
     validate(model, config)
     assert (model.bidirectional, model.pooling, config.loss) == (True, "max", "symmetric")
-    # a preset's "auto" never reaches a saved config; anything else passes through as it is
+    # the command's "auto" never reaches a saved config; anything else passes through as it is
     assert resolve_auto({"bf16": False}) == {"bf16": False}
     assert TrainConfig(bf16="auto").problems() == ["bf16 must be true or false, got 'auto'"]

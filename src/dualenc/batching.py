@@ -46,6 +46,21 @@ class PairBatch:
         return PairBatch(drop(self.context_ids), self.context_lens, drop(self.response_ids),
                          self.response_lens, self.labels, self.response_keys)
 
+    def hash_words(self, buckets: torch.Tensor, eligible: torch.Tensor, share: float) -> PairBatch:
+        """A copy in which a random `share` of the eligible word types is replaced, at every
+        place in the batch, by the type's hash bucket: practice for the words that ranking
+        meets without an id of their own. A context and a response that share such a word
+        share its bucket. `buckets[i]` is the bucket id of id i and `eligible[i]` whether
+        id i may be replaced; the draw uses torch's random state on the batch's device."""
+        hit = (torch.rand(eligible.shape, device=eligible.device) < share) & eligible
+
+        def hashed(ids: torch.Tensor) -> torch.Tensor:
+            return torch.where(hit[ids], buckets[ids], ids)
+
+        return PairBatch(hashed(self.context_ids), self.context_lens,
+                         hashed(self.response_ids), self.response_lens, self.labels,
+                         self.response_keys)
+
     @property
     def size(self) -> int:
         return self.labels.shape[0]

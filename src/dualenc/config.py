@@ -70,6 +70,10 @@ class TrainConfig:
     clip_norm: float = 10.0  # global gradient-norm clipping
     ema_decay: float = 0.0  # validate and keep a moving average of the weights (0: off)
     word_dropout: float = 0.0  # share of training tokens replaced by <unk>
+    # share of the word types past the hash_words_from most frequent replaced, in each
+    # batch, by their hash buckets (needs a prepared folder with hash buckets)
+    hash_words: float = 0.0
+    hash_words_from: int = 1000
     # pair: sigmoid cross-entropy on labelled pairs; inbatch: softmax of each context over the
     # batch's responses; symmetric: that and each response over the batch's contexts, averaged
     loss: str = "pair"
@@ -80,7 +84,10 @@ class TrainConfig:
     context_window: int = 0  # train and rank on the last N context tokens only (0: all)
     bucket_batches: int = 50  # batches per sorting window of the length bucketing
     seed: int = 1234  # fixes initialisation, batching and dropout
-    threads: int = 0  # torch intra-op threads (0: one per available core)
+    threads: int = 0  # CPU threads (0: one per available core)
+    # on a CPU, threads that encode length groups side by side, each single-threaded, while
+    # everything else runs on one (0: one per thread; 1: all threads inside each kernel)
+    lanes: int = 0
     device: str = "auto"  # auto, cpu or cuda
     bf16: bool = False  # bf16 autocast for the encoder
     embeddings: str = ""  # GloVe text file, or "glove-6b-50d" for the embedded vectors
@@ -98,13 +105,17 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 found.append(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("max_steps", "eval_every", "patience", "threads", "weight_decay",
-                     "context_window"):
+                     "context_window", "lanes"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must not be negative, got {getattr(self, name)}")
-        if not isinstance(self.bf16, bool):  # a preset's "auto" is resolved before this
+        if not isinstance(self.bf16, bool):  # the command's "auto" is resolved before this
             found.append(f"bf16 must be true or false, got {self.bf16!r}")
         if not 0 <= self.word_dropout < 1:
             found.append(f"word_dropout must be in [0, 1), got {self.word_dropout}")
+        if not 0 <= self.hash_words <= 1:
+            found.append(f"hash_words must be in [0, 1], got {self.hash_words}")
+        if self.hash_words_from < 2:
+            found.append(f"hash_words_from must be at least 2, got {self.hash_words_from}")
         if not 0 <= self.ema_decay < 1:
             found.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.loss not in LOSSES:

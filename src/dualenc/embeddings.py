@@ -57,7 +57,7 @@ def read_glove_text(path: str | Path, wanted: set[str]) -> dict[str, np.ndarray]
 
 def load_pretrained(model: torch.nn.Module, vocab, source: str) -> int:
     """Copy pretrained vectors into the model's embedding rows; returns how many were found."""
-    tokens = [vocab.id_to_token(i) for i in range(len(vocab))]
+    tokens = vocab.tokens[: vocab.first_bucket]  # hash buckets keep their random start
     if source == EMBEDDED_GLOVE:
         words, vectors = embedded_glove()
         index = {w: i for i, w in enumerate(words)}

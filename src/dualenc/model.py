@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualenc.config import ModelConfig
+from dualenc.lanes import encode_groups
 from dualenc.peephole import PeepholeLSTM, glorot_
 
 
@@ -124,8 +125,11 @@ class DualEncoder(nn.Module):
         self.b = nn.Parameter(torch.zeros(()))
         self.dropout = nn.Dropout(config.dropout)
         # sequences per encoder call (see encode); the peephole cell skips finished
-        # sequences step by step, so it needs no groups
+        # sequences step by step, so it needs no groups beyond one a lane
         self.group_size = 10**9 if config.cell == "peephole" else 64
+        # CPU threads that encode length groups side by side, forward and backward
+        # (dualenc.lanes); the trainer sets it, 1 encodes the groups one after another
+        self.lanes = 1
 
     def encode(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Encodings of token sequences: ids (N, T), lengths (N,) -> (N, D).
@@ -133,32 +137,68 @@ class DualEncoder(nn.Module):
         The sequences are sorted by length and encoded in groups of `group_size`, each padded
         only to its own longest: one long response no longer makes the whole batch long.
         """
-        n = ids.shape[0]
-        if n <= self.group_size:
-            return self._encode_padded(ids[:, : max(int(lengths.max()), 1)], lengths)
-        order = torch.argsort(lengths, stable=True)  # (N,)
-        parts = []
-        for start in range(0, n, self.group_size):
-            rows = order[start : start + self.group_size]
-            group_lens = lengths[rows]
-            steps = max(int(group_lens.max()), 1)
-            parts.append(self._encode_padded(ids[rows, :steps], group_lens))
-        encs = torch.cat(parts)  # (N, D), in sorted order
-        return encs[torch.argsort(order)]
-
-    def _encode_padded(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        embedded = self.dropout(self.embedding(ids))  # (N, T, E)
-        return self.dropout(self.encoder(embedded, lengths))  # (N, D)
+        return self.encode_sets([(ids, lengths)])[0]
 
     def encode_pairs(
         self, context_ids: Tensor, context_lens: Tensor, response_ids: Tensor, response_lens: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Contexts and responses through the shared encoder: -> (B, D), (B', D).
 
-        Two calls, each padded only to its own longest sequence: responses are a fifth of the
-        length of contexts, and one call would pad them to the context length.
+        Each side is grouped on its own, so a group is padded only to its longest sequence:
+        responses are a fifth of the length of contexts.
         """
-        return self.encode(context_ids, context_lens), self.encode(response_ids, response_lens)
+        c, r = self.encode_sets([(context_ids, context_lens), (response_ids, response_lens)])
+        return c, r
+
+    def encode_sets(self, sets: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+        """Encodings of several sets of sequences, (ids (N, T), lengths (N,)) each, whose
+        length groups are encoded together (side by side when `lanes` is above 1)."""
+        orders, groups, counts = [], [], []
+        for ids, lengths in sets:
+            order, parts = self._length_groups(ids, lengths)
+            orders.append(order)
+            groups.extend(parts)
+            counts.append(len(parts))
+        params = [p for p in self.parameters() if p.requires_grad]
+        draw_seeds = self.training and self.config.dropout > 0
+        encs = encode_groups(self._encode_padded, groups, self.lanes, params, draw_seeds)
+        out, start = [], 0
+        for order, count in zip(orders, counts, strict=True):
+            part = encs[start] if count == 1 else torch.cat(encs[start : start + count])
+            out.append(part if order is None else part[torch.argsort(order)])
+            start += count
+        return out
+
+    def _length_groups(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor | None, list]:
+        # The sort order (None if unsorted) and the (ids, lengths) of each group.
+        n = ids.shape[0]
+        size = self.group_size
+        if self.config.cell == "peephole" and self.lanes > 1:
+            size = -(-n // self.lanes)
+        if n <= size:
+            return None, [(ids[:, : max(int(lengths.max()), 1)], lengths)]
+        order = torch.argsort(lengths, stable=True)  # (N,)
+        groups = []
+        for start in range(0, n, size):
+            rows = order[start : start + size]
+            group_lens = lengths[rows]
+            groups.append((ids[rows, : max(int(group_lens.max()), 1)], group_lens))
+        return order, groups
+
+    def _encode_padded(
+        self, ids: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        embedded = self._drop(self.embedding(ids), generator)  # (N, T, E)
+        return self._drop(self.encoder(embedded, lengths), generator)  # (N, D)
+
+    def _drop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        # nn.Dropout draws from torch's global random state; a lane has its own generator
+        if generator is None or not self.training or self.config.dropout == 0:
+            return self.dropout(x)
+        keep = 1.0 - self.config.dropout
+        mask = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep,
+                                                                             generator=generator)
+        return x * mask / keep
 
     def project_contexts(self, context_encs: Tensor) -> Tensor:
         """c·M for each context: (B, D) -> (B, D)."""

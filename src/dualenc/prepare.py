@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 _IDS_PER_CHUNK = 8_000_000  # ids counted at once
+# Enough buckets that the unknown tokens of one context and its candidates rarely collide.
+DEFAULT_HASH_BUCKETS = 4096
 
 
 @dataclass
@@ -66,6 +68,7 @@ class PrepareOptions:
 
     min_frequency: int = 5  # fewest training occurrences a token needs to get its own id
     max_size: int | None = None  # most ids, <pad> and <unk> included; None for no limit
+    hash_buckets: int = DEFAULT_HASH_BUCKETS  # ids shared out by hash to unknown tokens
     tokenizer: str = "default"  # "default" or "whitespace"
     lowercase: bool = True  # lower-case text before tokenizing
     max_context_len: int = DEFAULT_MAX_CONTEXT_LEN  # most recent context tokens kept
@@ -81,6 +84,8 @@ class PrepareOptions:
             problems.append(f"min_frequency must be at least 1, not {self.min_frequency}")
         if self.max_size is not None and self.max_size < 2:
             problems.append(f"max_size must be at least 2 (<pad>, <unk>), not {self.max_size}")
+        if self.hash_buckets < 0:
+            problems.append(f"hash_buckets must be at least 0, not {self.hash_buckets}")
         if self.tokenizer not in TOKENIZER_KINDS:
             problems.append(f"tokenizer must be one of {TOKENIZER_KINDS}, not {self.tokenizer!r}")
         for name in ("max_context_len", "max_response_len"):
@@ -195,11 +200,12 @@ def prepare(
         for read in reads:
             _report_skips(read)
         vocab, counts, lookup = _build_vocabulary(provisional, reads[0], options)
-        coverage = {"train": _coverage(counts, lookup)}
+        known = (lookup != vocab.unk_id) & (lookup < vocab.first_bucket)
+        coverage = {"train": _coverage(counts, known)}
         for read in reads:
             _remap_split(read, lookup, tmp / read.name, options)
             if read.name != "train":
-                coverage[read.name] = _coverage(_count_ids(read, len(lookup)), lookup)
+                coverage[read.name] = _coverage(_count_ids(read, len(lookup)), known)
         shutil.rmtree(tmp / "_work")
         vocab.save(tmp / VOCAB_FILE)
         tokenizer.save(tmp / TOKENIZER_FILE)
@@ -265,14 +271,16 @@ def _build_vocabulary(
         {token: int(n) for token, n in zip(tokens, counts, strict=True) if n},
         min_frequency=options.min_frequency,
         max_size=options.max_size,
+        hash_buckets=options.hash_buckets,
     )
     lookup = np.array(vocab.encode(tokens), dtype=np.int32)
     return vocab, counts, lookup
 
 
-def _coverage(counts: np.ndarray, lookup: np.ndarray) -> float:
+def _coverage(counts: np.ndarray, known: np.ndarray) -> float:
+    # The share of tokens with an id of their own (known[provisional id]).
     total = int(counts.sum())
-    return float(counts[lookup != 1].sum() / total) if total else 0.0
+    return float(counts[known].sum() / total) if total else 0.0
 
 
 def _remap_split(read: _SplitRead, lookup: np.ndarray, out: Path, options: PrepareOptions) -> None:
@@ -308,6 +316,7 @@ def _manifest(
         "options": {
             "min_frequency": options.min_frequency,
             "max_size": options.max_size,
+            "hash_buckets": options.hash_buckets,
             "max_context_len": options.max_context_len,
             "max_response_len": options.max_response_len,
             "tokenizer": tokenizer.to_dict(),

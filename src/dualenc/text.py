@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
@@ -18,6 +19,7 @@ MARKERS = frozenset({EOU, EOT})
 
 PAD = "<pad>"
 UNK = "<unk>"
+_BUCKET = "<hash:{}>"  # the token of hash bucket i: the last ids of a vocabulary that has them
 
 TOKENIZER_KINDS = ("default", "whitespace")
 
@@ -164,8 +166,30 @@ def split_word(word: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
+def bucket_of(token: str, buckets: int) -> int:
+    """The hash bucket (0 to buckets - 1) of a token: CRC-32 of its UTF-8 bytes, the same on
+    every machine and in every process."""
+    return zlib.crc32(token.encode("utf-8")) % buckets
+
+
+def _count_buckets(tokens: list[str]) -> int:
+    # The bucket tokens <hash:0> .. <hash:B-1> end the list, in order.
+    n = 0
+    while n < len(tokens) and tokens[-1 - n].startswith("<hash:"):
+        n += 1
+    if tokens[len(tokens) - n :] != [_BUCKET.format(i) for i in range(n)]:
+        raise ValueError(f"a vocabulary ends with the hash buckets {_BUCKET.format(0)!r} to "
+                         f"{_BUCKET.format('B-1')!r}, in order")
+    return n
+
+
 class Vocabulary:
-    """Token <-> id: 0 is `<pad>`, 1 is `<unk>`, then tokens by falling frequency.
+    """Token <-> id: 0 is `<pad>`, 1 is `<unk>`, then tokens by falling frequency, then
+    optionally B hash buckets `<hash:0>` .. `<hash:B-1>`.
+
+    Without buckets every unknown token is `<unk>`. With them an unknown token gets the id
+    of its bucket (`bucket_of`), so a rare name, path or package shared by a context and a
+    response still shows up as the same id in both.
 
     Args:
         tokens: every token in id order, starting with `<pad>` and `<unk>`.
@@ -178,23 +202,35 @@ class Vocabulary:
         self._index = {token: i for i, token in enumerate(self._tokens)}
         if len(self._index) != len(self._tokens):
             raise ValueError("a vocabulary holds each token once")
-        # Text that happens to hold the literal "<pad>" must not produce the padding id.
-        self._encoding = {token: i for token, i in self._index.items() if token != PAD}
+        self.num_buckets = _count_buckets(self._tokens)
+        self.first_bucket = len(self._tokens) - self.num_buckets
+        # Text that happens to hold a literal "<pad>" or bucket token is unknown text.
+        self._encoding = {
+            token: i for token, i in self._index.items() if 0 < i < self.first_bucket
+        }
         for token in self._tokens:
             if not token or token.split() != [token]:
                 raise ValueError(f"vocabulary token {token!r} is empty or holds whitespace")
 
     @classmethod
     def build(
-        cls, counts: Mapping[str, int], min_frequency: int = 5, max_size: int | None = None
+        cls,
+        counts: Mapping[str, int],
+        min_frequency: int = 5,
+        max_size: int | None = None,
+        hash_buckets: int = 0,
     ) -> Vocabulary:
         """The tokens seen at least `min_frequency` times, most frequent first, ties A-Z.
 
         Args:
             counts: occurrences of each token in the training text.
             min_frequency: the fewest occurrences a token needs to get its own id.
-            max_size: the most ids, the two special tokens included; None for no limit.
+            max_size: the most ids, the two special tokens included and the hash buckets
+                not; None for no limit.
+            hash_buckets: how many buckets share out the tokens left without an id.
         """
+        if hash_buckets < 0:
+            raise ValueError(f"hash_buckets must be at least 0, not {hash_buckets}")
         if max_size is not None and max_size < 2:
             raise ValueError(f"max_size must be at least 2 (the special tokens), not {max_size}")
         kept = [
@@ -205,7 +241,9 @@ class Vocabulary:
         kept.sort(key=lambda item: (-item[1], item[0]))
         if max_size is not None:
             kept = kept[: max_size - 2]
-        return cls([PAD, UNK, *(token for token, _ in kept)])
+        buckets = (_BUCKET.format(i) for i in range(hash_buckets))
+        kept_tokens = (token for token, _ in kept if not token.startswith("<hash:"))
+        return cls([PAD, UNK, *kept_tokens, *buckets])
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -230,17 +268,42 @@ class Vocabulary:
         return list(self._tokens)
 
     def token_to_id(self, token: str) -> int:
-        """The id of `token`, or `unk_id` if it is not in the vocabulary."""
-        return self._index.get(token, 1)
+        """The id of `token`; an unknown token gets its bucket's id, or `unk_id` if there
+        are no buckets."""
+        i = self._encoding.get(token)
+        return self._unknown_id(token) if i is None else i
+
+    def _unknown_id(self, token: str) -> int:
+        if not self.num_buckets:
+            return 1
+        return self.first_bucket + bucket_of(token, self.num_buckets)
 
     def id_to_token(self, i: int) -> str:
         """The token with id `i`."""
         return self._tokens[i]
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
-        """The ids of `tokens`; unknown tokens (and a literal `<pad>`) become `unk_id`."""
+        """The ids of `tokens`. Unknown tokens (a literal `<pad>` among them) get their
+        bucket's id, or `unk_id` if there are no buckets."""
         index = self._encoding
-        return [index.get(token, 1) for token in tokens]
+        if not self.num_buckets:
+            return [index.get(token, 1) for token in tokens]
+        ids = []
+        for token in tokens:
+            i = index.get(token)
+            ids.append(self._unknown_id(token) if i is None else i)
+        return ids
+
+    def bucket_ids(self) -> list[int]:
+        """For every id, the id of its token's hash bucket: the way `encode` would map the
+        token if it had no id of its own. Buckets and `<pad>` map to themselves, `<unk>`
+        to its own bucket."""
+        if not self.num_buckets:
+            raise ValueError("this vocabulary has no hash buckets")
+        return [
+            i if i == 0 or i >= self.first_bucket else self._unknown_id(token)
+            for i, token in enumerate(self._tokens)
+        ]
 
     def save(self, path: str | Path) -> None:
         """Write one token a line, in id order, as UTF-8."""

@@ -47,6 +47,7 @@ from dualenc.distributed import (
 from dualenc.embeddings import load_pretrained
 from dualenc.errors import DualencError
 from dualenc.evaluate import bf16_autocast, evaluate_split
+from dualenc.lanes import default_lanes
 from dualenc.logs import RunLogger
 from dualenc.memory import keep_freed_memory
 from dualenc.metrics import format_metrics
@@ -174,6 +175,7 @@ class Trainer:
             keep_freed_memory()
         torch.manual_seed(train_config.seed)
         self.model = DualEncoder(model_config)
+        self.model.lanes = self.lanes
         if train_config.embeddings:
             load_pretrained(self.model, self.data.vocab, train_config.embeddings)
         if self.ctx.enabled:  # the same initial weights, but each process its own dropout
@@ -194,6 +196,8 @@ class Trainer:
             self.average = WeightAverage(self.model, train_config.ema_decay)
         if resume:
             self._restore()
+        if train_config.hash_words:
+            self._hash_tables = self._make_hash_tables()
         objective = Objective(self.model, train_config.loss, self.ctx)
         self.objective: nn.Module = objective
         if self.ctx.enabled:
@@ -206,6 +210,19 @@ class Trainer:
         from dualenc.config import model_config_from_dict
 
         return model_config_from_dict(read_run_config(self.run_dir)["model"])
+
+    def _make_hash_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Each id's bucket id, and which ids --hash-words may replace.
+        vocab = self.data.vocab
+        if not vocab.num_buckets:
+            raise DualencError(
+                f"{self.prepared_dir}: --hash-words needs hash buckets in the vocabulary; "
+                "prepare again with --hash-buckets above 0"
+            )
+        ids = torch.arange(len(vocab))
+        eligible = (ids >= self.cfg.hash_words_from) & (ids < vocab.first_bucket)
+        buckets = torch.tensor(vocab.bucket_ids())
+        return buckets.to(self.ctx.device), eligible.to(self.ctx.device)
 
     def _check_run_dir(self, resume: bool, overwrite: bool) -> None:
         has_run = (self.run_dir / "config.json").exists()
@@ -235,7 +252,12 @@ class Trainer:
         threads = self.cfg.threads or len(os.sched_getaffinity(0))
         if self.ctx.enabled and self.ctx.device.type == "cpu" and not self.cfg.threads:
             threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        torch.set_num_threads(threads)
+        self.lanes = 1
+        if self.ctx.device.type == "cpu":
+            self.lanes = self.cfg.lanes or default_lanes(self.model_config.cell, threads)
+        # Lanes run single-threaded kernels side by side; without them the kernels share out
+        # their work over all the threads.
+        torch.set_num_threads(1 if self.lanes > 1 else threads)
 
     def _restore(self) -> None:
         folder = self.run_dir / "last"
@@ -339,6 +361,8 @@ class Trainer:
         batch = batch.to(self.ctx.device)
         if self.cfg.word_dropout:
             batch = batch.drop_words(self.cfg.word_dropout, self.data.vocab.unk_id)
+        if self.cfg.hash_words:
+            batch = batch.hash_words(*self._hash_tables, self.cfg.hash_words)
         with bf16_autocast(self.ctx.device, self.cfg.bf16):
             loss = self.objective(
                 batch.context_ids, batch.context_lens, batch.response_ids, batch.response_lens,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# The small-data preset, validated every 100 steps and trained for --steps without stopping.
-DEMO_OVERRIDES = {"eval_every": 100, "patience": 0}
+# The small-data preset with half its units (twice as fast), validated every 100 steps and
+# trained for --steps without stopping.
+DEMO_OVERRIDES = {"hidden_dim": 200, "eval_every": 100, "patience": 0}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def _stage(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dualenc.commands.train import PRESETS, resolve_auto, split_settings
+    from dualenc.commands.train import COMMAND_DEFAULTS, PRESETS, resolve_auto, split_settings
     from dualenc.corpus.create import CreateOptions, create_sets
     from dualenc.prepare import PrepareOptions, prepare
     from dualenc.train import train
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     _stage(f"train: {args.steps} steps of a dual encoder "
            "(bidirectional LSTM, in-batch loss, GloVe 50-d)")
-    settings = {**PRESETS["small-data"], **DEMO_OVERRIDES, "max_steps": args.steps}
+    settings = {**COMMAND_DEFAULTS, **PRESETS["small-data"], **DEMO_OVERRIDES,
+                "max_steps": args.steps}
     settings["seed"] = args.seed
     settings = resolve_auto({**settings, "progress": args.progress})
     model_config, train_config = split_settings(settings)

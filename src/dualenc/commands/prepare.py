@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dualenc.features import DEFAULT_MAX_CONTEXT_LEN, DEFAULT_MAX_RESPONSE_LEN
-from dualenc.prepare import PrepareOptions, prepare
+from dualenc.prepare import DEFAULT_HASH_BUCKETS, PrepareOptions, prepare
 from dualenc.text import TOKENIZER_KINDS
 
 
@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-size", type=int, default=None, help="most ids, <pad> and <unk> included"
+    )
+    parser.add_argument(
+        "--hash-buckets",
+        type=int,
+        default=DEFAULT_HASH_BUCKETS,
+        help="ids shared out by hash to tokens without their own (0: they are all <unk>)",
     )
     parser.add_argument(
         "--tokenizer", choices=TOKENIZER_KINDS, default="default", help="how text is split"
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     options = PrepareOptions(
         min_frequency=args.min_frequency,
         max_size=args.max_size,
+        hash_buckets=args.hash_buckets,
         tokenizer=args.tokenizer,
         lowercase=not args.keep_case,
         max_context_len=args.max_context_len,

@@ -26,14 +26,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.3,
         "cell": "lstm",
         "bidirectional": True,
+        "hidden_dim": 400,
         "pooling": "max",
         "ema_decay": 0.99,
-        "bf16": "auto",  # where the device computes in bf16 natively
         "epochs": 20,
         "eval_every": 100,
         "patience": 6,
         "context_window": 60,
     },
+}
+
+# Where the command differs from the dataclass defaults: how to compute, never what.
+COMMAND_DEFAULTS: dict[str, Any] = {
+    "bf16": "auto",  # bf16 autocast where the device computes in bf16 natively
 }
 
 # flag -> (dest field, type, help); every field of ModelConfig and TrainConfig that a user sets
@@ -55,6 +60,11 @@ TRAIN_FLAGS = {
     "--clip-norm": ("clip_norm", float, "global gradient-norm clip (default 10)"),
     "--word-dropout": ("word_dropout", float, "replace this share of training tokens with "
                        "<unk> (default 0)"),
+    "--hash-words": ("hash_words", float, "in each batch, replace this share of the word "
+                     "types past the --hash-words-from most frequent by their hash buckets, "
+                     "so the model learns to match words it has no id for (default 0)"),
+    "--hash-words-from": ("hash_words_from", int, "vocabulary rank from which words may be "
+                          "hashed (default 1000)"),
     "--ema-decay": ("ema_decay", float, "validate, keep and rank with an exponential moving "
                     "average of the weights with this decay, e.g. 0.99 (default 0: off)"),
     "--loss": ("loss", str, f"{', '.join(LOSSES)}: sigmoid on labelled pairs, in-batch "
@@ -67,7 +77,9 @@ TRAIN_FLAGS = {
                          "(default 0: all that prepare kept)"),
     "--eval-batch-size": ("eval_batch_size", int, "contexts per validation batch (default 64)"),
     "--seed": ("seed", int, "seed of initialisation, batching and dropout (default 1234)"),
-    "--threads": ("threads", int, "torch threads (default 0: one per available core)"),
+    "--threads": ("threads", int, "CPU threads (default 0: one per available core)"),
+    "--lanes": ("lanes", int, "on a CPU, encode length groups in this many threads side "
+                "by side, each single-threaded (default 0: one per thread; 1: off)"),
     "--device": ("device", str, f"{', '.join(DEVICES)} (default auto)"),
     "--embeddings": ("embeddings", str, "pretrained vectors: a GloVe text file, or "
                      "glove-6b-50d for the packaged GloVe 6B 50-d (sets --embed-dim to match)"),
@@ -92,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     switches = {
         "bidirectional": "add a backward pass",
-        "bf16": "bf16 autocast",
+        "bf16": "bf16 autocast (default: where the device computes in bf16 natively)",
         "freeze-embeddings": "keep pretrained embeddings fixed",
     }
     for name, text in switches.items():  # --no-NAME undoes what a preset or --config set
@@ -110,8 +122,9 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge, lowest first: saved run (on resume), --config file, --preset, explicit flags."""
-    settings: dict[str, Any] = {}
+    """Merge, lowest first: the command's own defaults, saved run (on resume), --config file,
+    --preset, explicit flags."""
+    settings: dict[str, Any] = dict(COMMAND_DEFAULTS)
     if args.resume:
         from dualenc.checkpoint import read_run_config
 
@@ -131,8 +144,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings with `"bf16": "auto"` (a preset's) made true or false for the device that
-    will train, so that the run's saved config says what was done."""
+    """Settings with `"bf16": "auto"` (the command's default) made true or false for the
+    device that will train, so that the run's saved config says what was done."""
     if settings.get("bf16") != "auto":
         return settings
     from dualenc.distributed import resolve_device
