@@ -236,14 +236,13 @@ class Vocabulary:
         kept = [
             (token, n)
             for token, n in counts.items()
-            if n >= min_frequency and token not in (PAD, UNK)
+            if n >= min_frequency and token not in (PAD, UNK) and not token.startswith("<hash:")
         ]
         kept.sort(key=lambda item: (-item[1], item[0]))
         if max_size is not None:
             kept = kept[: max_size - 2]
         buckets = (_BUCKET.format(i) for i in range(hash_buckets))
-        kept_tokens = (token for token, _ in kept if not token.startswith("<hash:"))
-        return cls([PAD, UNK, *kept_tokens, *buckets])
+        return cls([PAD, UNK, *(token for token, _ in kept), *buckets])
 
     def __len__(self) -> int:
         return len(self._tokens)
