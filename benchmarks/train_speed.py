@@ -20,7 +20,9 @@ Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H
 (the input and recurrent products; backward costs twice the forward). Element-wise work
 is left out.
 
-`--lanes 1` times the project's feed with the threads inside each kernel instead.
+`--lanes 1` times the project's feed with the threads inside each kernel instead. The bf16
+rows use the fp32 rule for lanes (two for the fused LSTM); the trainer keeps one lane under
+bf16 unless `--lanes` says otherwise, because lanes there do not repeat to the last digit.
 
     python benchmarks/train_speed.py [--threads 2] [--lanes N] [--windows 5]
 """

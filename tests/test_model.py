@@ -230,6 +230,7 @@ def test_lanes_take_the_costliest_group_first():
 
     assert (default_lanes("lstm", 2), default_lanes("gru", 4), default_lanes("peephole", 2)) == (
         2, 4, 1)
+    assert default_lanes("lstm", 2, bf16=True) == 1  # bit-exact repeats under bf16
 
     # costs 5, 9, 2, 7, 3 on 2 lanes, costliest first: 9 (#1) -> lane 0; 7 (#3) -> lane 1;
     # 5 (#0) -> lane 1 (7 < 9); 3 (#4) -> lane 0 (9 < 12); 2 (#2) -> lane 0 (12 = 12, the

@@ -37,15 +37,28 @@ _pools_lock = threading.Lock()
 def _pool(lanes: int) -> ThreadPoolExecutor:
     with _pools_lock:
         if lanes not in _pools:
-            _pools[lanes] = ThreadPoolExecutor(lanes, thread_name_prefix="dualenc-lane")
+            _pools[lanes] = ThreadPoolExecutor(
+                lanes, thread_name_prefix="dualenc-lane", initializer=_single_threaded
+            )
         return _pools[lanes]
 
 
-def default_lanes(cell: str, threads: int) -> int:
-    """Lanes for a CPU run with `threads` threads: one a thread for the fused cells. The
-    peephole recurrence dispatches a few dozen small operations a step from Python, and lanes
-    would queue on the interpreter lock, so it keeps its threads inside each kernel."""
-    return 1 if cell == "peephole" else threads
+def _single_threaded() -> None:
+    # A new thread starts with OpenMP's default team size, and torch hands it the process's
+    # setting only at its first parallel loop; oneDNN would run its first kernels with more
+    # threads (other results, and a race over which lane thread is new). Set it up front.
+    torch.set_num_threads(1)
+
+
+def default_lanes(cell: str, threads: int, bf16: bool = False) -> int:
+    """Lanes for a CPU run with `threads` threads: one a thread for the fused cells in fp32.
+
+    The peephole recurrence dispatches a few dozen small operations a step from Python, and
+    lanes would queue on the interpreter lock, so it keeps its threads inside each kernel.
+    Under bf16 autocast, the gradients of oneDNN's LSTM computed from lanes differ between
+    runs by rounding (about 1e-4 relative), so a run would not repeat to the last digit; the
+    default keeps one lane there, and `--lanes N` asks for them anyway."""
+    return 1 if cell == "peephole" or bf16 else threads
 
 
 def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
