@@ -12,9 +12,10 @@ by their cost, in the forward and the backward pass:
 - backward: each lane thread computes the parameter gradients of its own groups with
   `torch.autograd.grad`, and the lanes' gradients are summed in lane order.
 
-Nothing depends on thread timing: the lanes are assigned by cost alone, gradients are summed
-in a fixed order, and each group's dropout draws from its own generator, seeded from torch's
-random state in the calling thread. A run with the same lanes repeats to the last digit.
+The lanes are assigned by cost alone, gradients are summed in a fixed order, and each
+group's dropout draws from its own generator, seeded from torch's random state in the
+calling thread. In fp32 a run with the same lanes repeats to the last digit; under bf16 the
+LSTM gradients differ between runs by rounding (see `default_lanes`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ def _pool(lanes: int) -> ThreadPoolExecutor:
 
 
 def _single_threaded() -> None:
-    # A new thread starts with OpenMP's default team size, and torch hands it the process's
-    # setting only at its first parallel loop; oneDNN would run its first kernels with more
-    # threads (other results, and a race over which lane thread is new). Set it up front.
+    # A new thread starts with OpenMP's default team size until torch's first parallel loop
+    # in it; a lane runs single-threaded from its first kernel on.
     torch.set_num_threads(1)
 
 
@@ -104,7 +104,7 @@ def encode_groups(
         return _forward(encode, groups, seeds, assignment, autocast, record=False)
     flat = [t for group in groups for t in group]
     return list(_LaneEncode.apply(encode, len(groups), seeds, assignment, autocast,
-                                  len(params), *flat, *params))
+                                  *flat, *params))
 
 
 def _seeds(count: int) -> list[int]:
@@ -148,7 +148,7 @@ class _LaneEncode(torch.autograd.Function):
     """The groups' encodings as one autograd node whose backward runs lane by lane."""
 
     @staticmethod
-    def forward(ctx, encode, n_groups, seeds, assignment, autocast, n_params, *tensors):
+    def forward(ctx, encode, n_groups, seeds, assignment, autocast, *tensors):
         flat, params = tensors[: 2 * n_groups], tensors[2 * n_groups :]
         groups = [(flat[2 * i], flat[2 * i + 1]) for i in range(n_groups)]
         outs = _forward(encode, groups, seeds, assignment, autocast, record=True)
@@ -174,4 +174,4 @@ class _LaneEncode(torch.autograd.Function):
         ctx.outs = None  # free the lanes' graphs
         by_param = iter(totals)
         param_grads = [next(by_param) if p.requires_grad else None for p in ctx.params]
-        return (None,) * 6 + (None,) * (2 * len(grads)) + tuple(param_grads)
+        return (None,) * 5 + (None,) * (2 * len(grads)) + tuple(param_grads)
