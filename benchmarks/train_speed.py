@@ -20,9 +20,7 @@ Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H
 (the input and recurrent products; backward costs twice the forward). Element-wise work
 is left out.
 
-`--lanes 1` times the project's feed with the threads inside each kernel instead. The bf16
-rows use the fp32 rule for lanes (two for the fused LSTM); the trainer keeps one lane under
-bf16 unless `--lanes` says otherwise, because lanes there do not repeat to the last digit.
+`--lanes 1` times the project's feed with the threads inside each kernel instead.
 
     python benchmarks/train_speed.py [--threads 2] [--lanes N] [--windows 5]
 """
@@ -170,7 +168,8 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=0,
                         help="lanes of the project's feed (default 0: as the trainer)")
     parser.add_argument("--examples", type=int, default=50_000)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=20,
+                        help="steps before timing: the first steps create the kernels of new shapes")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps-per-window", type=int, default=6)
     parser.add_argument("--cells", nargs="+", default=["lstm", "peephole"])

@@ -230,10 +230,45 @@ def test_lanes_take_the_costliest_group_first():
 
     assert (default_lanes("lstm", 2), default_lanes("gru", 4), default_lanes("peephole", 2)) == (
         2, 4, 1)
-    assert default_lanes("lstm", 2, bf16=True) == 1  # bit-exact repeats under bf16
 
     # costs 5, 9, 2, 7, 3 on 2 lanes, costliest first: 9 (#1) -> lane 0; 7 (#3) -> lane 1;
     # 5 (#0) -> lane 1 (7 < 9); 3 (#4) -> lane 0 (9 < 12); 2 (#2) -> lane 0 (12 = 12, the
     # lower lane). Lane 0 holds #1, #4, #2 (cost 14), lane 1 #3, #0 (12), each in order.
     assert assign_lanes([5, 9, 2, 7, 3], 2) == [[1, 2, 4], [0, 3]]
     assert assign_lanes([4], 3) == [[0]]  # an idle lane gets no list
+
+
+def test_two_lanes_repeat_to_the_last_digit_under_bf16():
+    # Autocast keeps its casts of the weights in one cache for all threads: a lane that took
+    # the other lane's cast would sum its groups' weight gradients in bf16, by timing.
+    model = tiny("lstm")
+    model.lanes, model.group_size = 2, 16  # 64 sequences a side: 4 groups each
+    generator = torch.Generator().manual_seed(2)
+    ids, r_ids = (torch.randint(1, 20, (64, t), generator=generator) for t in (40, 9))
+    lens, r_lens = (torch.randint(1, t + 1, (64,), generator=generator) for t in (40, 9))
+    runs = []
+    for _ in range(6):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids, lens, r_ids, r_lens)
+        pair_loss(logits.float(), torch.ones(64)).backward()
+        runs.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(g, g0) for grads in runs[1:] for g, g0 in zip(grads, runs[0],
+                                                                          strict=True))
+
+
+def test_the_peephole_encoder_embeds_packed_ids_as_the_padded_path_does():
+    # packing the ids first embeds no padding; both directions see what the padded path sees
+    model = tiny("peephole", bidirectional=True)
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 20, (6, 9), generator=generator)
+    lens = torch.tensor([9, 1, 4, 9, 6, 2])
+    padded = model.encoder(model.embedding(ids), lens)
+    assert torch.allclose(model.encode(ids, lens), padded, atol=1e-6)
+    # step 0 of the reversed packing holds each sequence's last token, longest first
+    from dualenc.peephole import pack_ids, reversed_rows
+
+    packed = pack_ids(ids, lens)
+    reversed_data = packed.data[reversed_rows(packed, lens, 9)]
+    order = packed.sorted_indices
+    assert torch.equal(reversed_data[:6], ids[order, lens[order] - 1])

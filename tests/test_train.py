@@ -91,11 +91,13 @@ def test_lanes_repeat_and_match_one_lane(prepared, tmp_path):
     def model(dropout):
         return ModelConfig(embed_dim=8, hidden_dim=8, dropout=dropout)
 
-    # dropout draws from each group's own generator: the same seed, the same weights
-    for name in ("a", "b"):
-        train(data, tmp_path / name, model(0.1), tiny_train(max_steps=6, lanes=2))
-    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # dropout draws from each group's own generator: the same seed, the same weights, in
+    # fp32 and under bf16 autocast
+    for name, bf16 in (("a", False), ("b", False), ("c", True), ("d", True)):
+        train(data, tmp_path / name, model(0.1), tiny_train(max_steps=6, lanes=2, bf16=bf16))
+    for first, second in (("a", "b"), ("c", "d")):
+        a, b = weights(tmp_path / first), weights(tmp_path / second)
+        assert all(torch.equal(a[k], b[k]) for k in a)
     # without dropout, two lanes compute what one does, up to the order of the sums
     train(data, tmp_path / "one", model(0.0), tiny_train(max_steps=6, lanes=1))
     train(data, tmp_path / "two", model(0.0), tiny_train(max_steps=6, lanes=2))

@@ -1,3 +1,3 @@
-from dualenc.cli import main
+from dualenc.cli import run
 
-raise SystemExit(main())
+run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from dualenc import __version__
@@ -66,3 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dualenc {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The process: `main()`, then its exit status.
+
+    A worker started by torchrun leaves without the interpreter's shutdown. DDP keeps the
+    process group's C++ object alive past destroy_process_group, and during the shutdown a
+    gloo worker thread that still has to release a tensor asks for the GIL and aborts the
+    process, after a run that has written everything. So once main() has returned, with
+    every file closed, such a worker flushes its output and exits at once."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "torch.distributed" in sys.modules:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

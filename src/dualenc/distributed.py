@@ -35,7 +35,9 @@ class DistContext:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group once every process is done with it."""
         if self.enabled and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

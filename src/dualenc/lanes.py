@@ -14,8 +14,10 @@ by their cost, in the forward and the backward pass:
 
 The lanes are assigned by cost alone, gradients are summed in a fixed order, and each
 group's dropout draws from its own generator, seeded from torch's random state in the
-calling thread. In fp32 a run with the same lanes repeats to the last digit; under bf16 the
-LSTM gradients differ between runs by rounding (see `default_lanes`).
+calling thread, so a run with the same lanes repeats to the last digit. Under bf16 each lane
+casts the weights for itself: autocast's cache of casts is shared by all threads, and a lane
+that picked up the other's cast would sum its groups' weight gradients in bf16 instead of
+fp32, depending on which thread came first.
 """
 
 from __future__ import annotations
@@ -50,15 +52,12 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
-def default_lanes(cell: str, threads: int, bf16: bool = False) -> int:
-    """Lanes for a CPU run with `threads` threads: one a thread for the fused cells in fp32.
+def default_lanes(cell: str, threads: int) -> int:
+    """Lanes for a CPU run with `threads` threads: one a thread for the fused cells.
 
     The peephole recurrence dispatches a few dozen small operations a step from Python, and
-    lanes would queue on the interpreter lock, so it keeps its threads inside each kernel.
-    Under bf16 autocast, the gradients of oneDNN's LSTM computed from lanes differ between
-    runs by rounding (about 1e-4 relative), so a run would not repeat to the last digit; the
-    default keeps one lane there, and `--lanes N` asks for them anyway."""
-    return 1 if cell == "peephole" or bf16 else threads
+    lanes would queue on the interpreter lock, so it keeps its threads inside each kernel."""
+    return 1 if cell == "peephole" else threads
 
 
 def assign_lanes(costs: Sequence[float], lanes: int) -> list[list[int]]:
@@ -133,7 +132,8 @@ def _forward(
 ) -> list[Tensor]:
     def lane(indices: list[int]) -> list[Tensor]:
         enabled, dtype = autocast
-        with torch.set_grad_enabled(record), torch.autocast("cpu", dtype, enabled=enabled):
+        with torch.set_grad_enabled(record), torch.autocast("cpu", dtype, enabled=enabled,
+                                                                   cache_enabled=False):
             return [encode(*groups[i], _generator(seeds[i])) for i in indices]
 
     out: list[Any] = [None] * len(groups)

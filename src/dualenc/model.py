@@ -13,13 +13,15 @@ Shapes, in one alphabet:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dualenc.config import ModelConfig
 from dualenc.lanes import encode_groups
-from dualenc.peephole import PeepholeLSTM, glorot_
+from dualenc.peephole import PeepholeLSTM, glorot_, pack_ids, reversed_rows
 
 
 def _reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
@@ -103,6 +105,19 @@ class PeepholeEncoder(nn.Module):
         h_bwd = self.backward_cell(_reverse_padded(inputs, lengths), lengths)  # (N, H)
         return torch.cat([h_fwd, h_bwd], dim=1)  # (N, 2H)
 
+    def encode_ids(self, ids: Tensor, lengths: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        """Token ids (N, T) -> (N, D), packed before `embed` maps them to vectors ((P,) ->
+        (P, E)): the padding is never embedded. The backward direction reads the same
+        embedded tokens in reverse."""
+        packed = pack_ids(ids, lengths)
+        inputs = embed(packed.data.to(ids.device))  # (P, E)
+        h_fwd = self.forward_cell.run_packed(inputs, packed)  # (N, H)
+        if self.backward_cell is None:
+            return h_fwd
+        rows = reversed_rows(packed, lengths, ids.shape[1]).to(inputs.device)
+        h_bwd = self.backward_cell.run_packed(inputs[rows], packed)  # (N, H)
+        return torch.cat([h_fwd, h_bwd], dim=1)  # (N, 2H)
+
 
 class DualEncoder(nn.Module):
     """Scores responses for contexts with sigmoid(c·M·r + b) (Lowe et al. 2015)."""
@@ -153,6 +168,14 @@ class DualEncoder(nn.Module):
     def encode_sets(self, sets: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
         """Encodings of several sets of sequences, (ids (N, T), lengths (N,)) each, whose
         length groups are encoded together (side by side when `lanes` is above 1)."""
+        if self.config.cell == "peephole" and self.lanes <= 1 and len(sets) > 1:
+            # The packed recurrence drops each finished row: one run over all the sets costs
+            # the steps of the longest sequence, not those of each set's longest in turn.
+            width = max(ids.shape[1] for ids, _ in sets)
+            ids = torch.cat([F.pad(ids, (0, width - ids.shape[1])) for ids, _ in sets])
+            lengths = torch.cat([lengths for _, lengths in sets])
+            encs = self.encode_sets([(ids, lengths)])[0]
+            return list(encs.split([len(lengths) for _, lengths in sets]))
         orders, groups, counts = [], [], []
         for ids, lengths in sets:
             order, parts = self._length_groups(ids, lengths)
@@ -188,6 +211,10 @@ class DualEncoder(nn.Module):
     def _encode_padded(
         self, ids: Tensor, lengths: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
+        if isinstance(self.encoder, PeepholeEncoder):  # embeds the real tokens only
+            encs = self.encoder.encode_ids(
+                ids, lengths, lambda tokens: self._drop(self.embedding(tokens), generator))
+            return self._drop(encs, generator)  # (N, D)
         embedded = self._drop(self.embedding(ids), generator)  # (N, T, E)
         return self._drop(self.encoder(embedded, lengths), generator)  # (N, D)
 

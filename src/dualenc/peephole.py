@@ -6,8 +6,8 @@ while this records one node for the whole sequence and keeps only the gates and 
 
 Sequences run packed, as in a PackedSequence: sorted longest first, step t holds the
 rows of the batch_sizes[t] sequences still running, so no work is spent on padding and
-no finished state is carried along. Each step's states are kept as they come (a list),
-not copied into one padded array.
+no finished state is carried along. Each step writes its rows of the packed (P, ·)
+gates and states in place, with no padded copy and no list to join at the end.
 
 Shapes: N sequences, P packed rows (the sum of the lengths), H hidden units, G = 4H gate
 pre-activations.
@@ -20,96 +20,110 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
-
-
-def _step_forward(pre: Tensor, c_prev: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One step after the matrix product: pre (k, 4H), c_prev (k, H) -> the activated gates
-    i, f, g, o side by side (k, 4H), the cell state c (k, H) and the output h (k, H)."""
-    h_dim = c_prev.shape[1]
-    i = torch.sigmoid(pre[:, :h_dim] + peephole[0] * c_prev)
-    f = torch.sigmoid(pre[:, h_dim : 2 * h_dim] + peephole[1] * c_prev)
-    g = torch.tanh(pre[:, 2 * h_dim : 3 * h_dim])
-    c = f * c_prev + i * g
-    o = torch.sigmoid(pre[:, 3 * h_dim :] + peephole[2] * c)
-    return torch.cat([i, f, g, o], dim=1), c, o * torch.tanh(c)
-
-
-def _step_backward(
-    gates: Tensor, c_prev: Tensor, c: Tensor, dh: Tensor, dc: Tensor, peephole: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Gradients of one step: from dh and dc (k, H) arriving at its outputs, those of its
-    pre-activations (k, 4H) and of the cell state it started from (k, H)."""
-    h_dim = c.shape[1]
-    i, f, g, o = gates.split(h_dim, dim=1)
-    tanh_c = torch.tanh(c)
-    d_o = dh * tanh_c * o * (1 - o)
-    dc = dc + dh * o * (1 - tanh_c * tanh_c) + d_o * peephole[2]
-    d_i = dc * g * i * (1 - i)
-    d_f = dc * c_prev * f * (1 - f)
-    d_g = dc * i * (1 - g * g)
-    dc_prev = dc * f + d_i * peephole[0] + d_f * peephole[1]
-    return torch.cat([d_i, d_f, d_g, d_o], dim=1), dc_prev
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 
 class _PeepholeRecurrence(torch.autograd.Function):
-    """Last hidden states (N, H) of the recurrence over packed input projections (P, 4H)."""
+    """Last hidden states (N, H) of the recurrence over packed input projections (P, 4H).
+
+    Every packed row's gates, cell state, tanh of the cell state and output are written into
+    four (P, ·) tensors as the steps run. The backward pass first computes, for all rows at
+    once, the factors that depend only on those saved values; each step back is then four
+    element-wise operations and one matrix product. Row r of step t belongs to sequence r -
+    offset[t]; its state before the step is row r - offset[t] of step t - 1 (zero at t = 0).
+    """
 
     @staticmethod
     def forward(ctx, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, batch_sizes: list[int]):
-        n, h_dim = batch_sizes[0], weight_hh.shape[1]
-        h = x_proj.new_zeros(n, h_dim)
-        c = x_proj.new_zeros(n, h_dim)
-        last = x_proj.new_empty(n, h_dim)
-        w_t = weight_hh.t()
-        gates, cells, hiddens = [], [c], [h]  # cells[t], hiddens[t]: the state before step t
-        offset = 0
+        rows, h_dim = x_proj.shape[0], weight_hh.shape[1]
+        gates = x_proj.clone()  # (P, 4H): pre-activations, activated in place step by step
+        cells, tanhs, hiddens = (x_proj.new_empty(rows, h_dim) for _ in range(3))  # (P, H)
+        last = x_proj.new_empty(batch_sizes[0], h_dim)
+        w_t, p_if, p_o = weight_hh.t(), peephole[:2], peephole[2]
+        offsets = _offsets(batch_sizes)
         for t, k in enumerate(batch_sizes):
-            pre = torch.addmm(x_proj[offset : offset + k], h[:k], w_t)  # (k, 4H)
-            g, c, h = _step_forward(pre, c[:k], peephole)
-            gates.append(g)
-            cells.append(c)
-            hiddens.append(h)
+            now = slice(offsets[t], offsets[t] + k)
+            step = gates[now].view(k, 4, h_dim)
+            i, f, g, o = step.unbind(1)
+            c = cells[now]
+            if t:  # the state before step 0 is zero: no product, no peephole term
+                before = slice(offsets[t - 1], offsets[t - 1] + k)
+                gates[now].addmm_(hiddens[before], w_t)
+                step[:, :2].addcmul_(cells[before].unsqueeze(1), p_if)
+            step[:, :2].sigmoid_()  # i and f at once
+            g.tanh_()
+            if t:
+                torch.mul(f, cells[before], out=c).addcmul_(i, g)
+            else:
+                torch.mul(i, g, out=c)
+            o.addcmul_(c, p_o).sigmoid_()
+            torch.mul(o, torch.tanh(c, out=tanhs[now]), out=hiddens[now])
             k_next = batch_sizes[t + 1] if t + 1 < len(batch_sizes) else 0
             if k_next < k:  # rows whose last step this is
-                last[k_next:k] = h[k_next:k]
-            offset += k
-        ctx.save_for_backward(weight_hh, peephole)
-        ctx.states = gates, cells, hiddens
-        ctx.batch_sizes = batch_sizes
+                last[k_next:k] = hiddens[offsets[t] + k_next : offsets[t] + k]
+        ctx.save_for_backward(weight_hh, peephole, gates, cells, tanhs, hiddens)
+        ctx.batch_sizes, ctx.offsets = batch_sizes, offsets
         return last
 
     @staticmethod
     def backward(ctx, grad_last: Tensor):
-        weight_hh, peephole = ctx.saved_tensors
-        gates, cells, hiddens = ctx.states
-        batch_sizes: list[int] = ctx.batch_sizes
-        n, h_dim = batch_sizes[0], weight_hh.shape[1]
-        dtype = gates[0].dtype
-        grad_last = grad_last.to(dtype)
-        dh = grad_last.new_zeros(n, h_dim)
-        dc = grad_last.new_zeros(n, h_dim)
-        grads = [None] * len(batch_sizes)  # (k, 4H) a step: gradients of the pre-activations
+        weight_hh, peephole, gates, cells, tanhs, hiddens = ctx.saved_tensors
+        batch_sizes, offsets = ctx.batch_sizes, ctx.offsets
+        rows, h_dim = cells.shape
+        c_prev, h_prev = (_previous(x, batch_sizes, offsets) for x in (cells, hiddens))
+        i, f, g, o = gates.view(rows, 4, h_dim).unbind(1)
+        p_i, p_f, p_o = peephole
+        # Per row: d_i, d_f, d_g = dc * coef; d_o = dh * from_h; dc gains dh * h_to_c;
+        # the cell state before the step receives dc * keep.
+        coef = torch.stack([
+            g * torch.addcmul(i, i, i, value=-1.0),
+            c_prev * torch.addcmul(f, f, f, value=-1.0),
+            i * torch.addcmul(torch.ones_like(g), g, g, value=-1.0),
+        ], dim=1)  # (P, 3, H)
+        from_h = tanhs * torch.addcmul(o, o, o, value=-1.0)
+        h_to_c = o * torch.addcmul(torch.ones_like(o), tanhs, tanhs, value=-1.0)
+        keep = (f + p_i * coef[:, 0]).addcmul_(p_f, coef[:, 1])
+        grad_last = grad_last.to(gates.dtype)
+        grad_x = torch.empty_like(gates).view(rows, 4, h_dim)  # (P, 4, H)
+        dh = dc = grad_last[:0]  # the gradients arriving at the rows still running after t
         for t in reversed(range(len(batch_sizes))):
             k = batch_sizes[t]
-            k_next = batch_sizes[t + 1] if t + 1 < len(batch_sizes) else 0
-            if k_next < k:  # rows whose last step is t receive the output gradient
-                dh[k_next:k] += grad_last[k_next:k]
-            d_pre, dc_prev = _step_backward(
-                gates[t], cells[t][:k], cells[t + 1], dh[:k], dc[:k], peephole)
-            grads[t] = d_pre
-            dc[:k] = dc_prev
-            dh[:k] = d_pre @ weight_hh  # (k, H)
-        grad_x = torch.cat(grads)  # (P, 4H)
-        h_prev = torch.cat([h[:k] for h, k in zip(hiddens, batch_sizes, strict=False)])  # (P, H)
-        c_prev = torch.cat([c[:k] for c, k in zip(cells, batch_sizes, strict=False)])  # (P, H)
+            if dh.shape[0] < k:  # rows whose last step is t receive the output gradient
+                dh = torch.cat([dh, grad_last[dh.shape[0] : k]])
+                dc = torch.cat([dc, dc.new_zeros(k - dc.shape[0], h_dim)])
+            now = slice(offsets[t], offsets[t] + k)
+            d = grad_x[now]  # (k, 4, H)
+            d_o = torch.mul(dh, from_h[now], out=d[:, 3])
+            dc = torch.addcmul(dc, dh, h_to_c[now]).addcmul_(d_o, p_o)
+            torch.mul(dc.unsqueeze(1), coef[now], out=d[:, :3])
+            if t:
+                dh = d.view(k, 4 * h_dim) @ weight_hh  # (k, H)
+                dc = dc * keep[now]
+        grad_x = grad_x.view(rows, 4 * h_dim)
         grad_w = grad_x.t() @ h_prev  # (4H, H)
         grad_p = torch.stack([
             (grad_x[:, :h_dim] * c_prev).sum(0),
             (grad_x[:, h_dim : 2 * h_dim] * c_prev).sum(0),
-            (grad_x[:, 3 * h_dim :] * torch.cat(cells[1:])).sum(0),
+            (grad_x[:, 3 * h_dim :] * cells).sum(0),
         ])
         return grad_x, grad_w, grad_p, None
+
+
+def _offsets(batch_sizes: list[int]) -> list[int]:
+    """The first packed row of each step."""
+    offsets, total = [], 0
+    for k in batch_sizes:
+        offsets.append(total)
+        total += k
+    return offsets
+
+
+def _previous(states: Tensor, batch_sizes: list[int], offsets: list[int]) -> Tensor:
+    """Each packed row's state from the step before (zero at step 0): (P, H) -> (P, H)."""
+    parts = [states.new_zeros(batch_sizes[0], states.shape[1])]
+    parts += [states[offsets[t - 1] : offsets[t - 1] + k] for t, k in enumerate(batch_sizes)
+              if t]
+    return torch.cat(parts)
 
 
 def glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
@@ -149,10 +163,37 @@ class PeepholeLSTM(nn.Module):
         """Last hidden state of each sequence: inputs (N, T, E), lengths (N,) -> (N, H)."""
         lengths = lengths.cpu().clamp(min=1, max=inputs.shape[1])
         packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
-        x_proj = F.linear(packed.data, self.weight_ih, self.bias)  # (P, 4H)
+        return self.run_packed(packed.data, packed)
+
+    def run_packed(self, inputs: Tensor, packed: PackedSequence) -> Tensor:
+        """Last hidden states (N, H) for packed inputs (P, E) laid out as `packed` is."""
+        x_proj = F.linear(inputs, self.weight_ih, self.bias)  # (P, 4H)
         weight_hh, peephole = self.weight_hh, self.peephole
         if x_proj.dtype != weight_hh.dtype:  # under autocast the recurrence stays in one dtype
             weight_hh, peephole = weight_hh.to(x_proj.dtype), peephole.to(x_proj.dtype)
         batch_sizes = packed.batch_sizes.tolist()
         last_sorted = _PeepholeRecurrence.apply(x_proj, weight_hh, peephole, batch_sizes)
         return last_sorted[packed.unsorted_indices.to(last_sorted.device)]  # (N, H)
+
+
+def pack_ids(ids: Tensor, lengths: Tensor) -> PackedSequence:
+    """Token ids (N, T) packed, longest sequence first: its data holds the real tokens (P,)."""
+    lengths = lengths.cpu().clamp(min=1, max=ids.shape[1])
+    return pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False)
+
+
+def reversed_rows(packed: PackedSequence, lengths: Tensor, width: int) -> Tensor:
+    """For each row of the packing of the sequences reversed within their lengths, the row of
+    `packed` that holds the same token (P,): the reversed packing is data[reversed_rows]."""
+    n = len(lengths)
+    positions = torch.arange(n * width).view(n, width)  # (N, T): each token's flat position
+    lengths = lengths.cpu().clamp(min=1, max=width)
+    steps = torch.arange(width).expand(n, width)
+    back = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    forward_pos = pack_padded_sequence(positions, lengths, batch_first=True,
+                                       enforce_sorted=False).data  # (P,)
+    reverse_pos = pack_padded_sequence(positions.gather(1, back), lengths, batch_first=True,
+                                       enforce_sorted=False).data  # (P,)
+    row_of = torch.empty(n * width, dtype=torch.long)
+    row_of[forward_pos] = torch.arange(len(forward_pos))
+    return row_of[reverse_pos]

@@ -254,8 +254,7 @@ class Trainer:
             threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.lanes = 1
         if self.ctx.device.type == "cpu":
-            cell, bf16 = self.model_config.cell, self.cfg.bf16
-            self.lanes = self.cfg.lanes or default_lanes(cell, threads, bf16)
+            self.lanes = self.cfg.lanes or default_lanes(self.model_config.cell, threads)
         # Lanes run single-threaded kernels side by side; without them the kernels share out
         # their work over all the threads.
         torch.set_num_threads(1 if self.lanes > 1 else threads)

@@ -79,7 +79,8 @@ TRAIN_FLAGS = {
     "--seed": ("seed", int, "seed of initialisation, batching and dropout (default 1234)"),
     "--threads": ("threads", int, "CPU threads (default 0: one per available core)"),
     "--lanes": ("lanes", int, "on a CPU, encode length groups in this many threads side "
-                "by side, each single-threaded (default 0: one per thread; 1: off)"),
+                "by side, each single-threaded (default 0: one per thread, one for the "
+                "peephole cell; 1: off)"),
     "--device": ("device", str, f"{', '.join(DEVICES)} (default auto)"),
     "--embeddings": ("embeddings", str, "pretrained vectors: a GloVe text file, or "
                      "glove-6b-50d for the packaged GloVe 6B 50-d (sets --embed-dim to match)"),
