@@ -169,7 +169,7 @@ def main() -> None:
                         help="lanes of the project's feed (default 0: as the trainer)")
     parser.add_argument("--examples", type=int, default=50_000)
     parser.add_argument("--warmup", type=int, default=20,
-                        help="steps before timing: the first steps create the kernels of new shapes")
+                        help="untimed steps first: they build the kernels of new shapes")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps-per-window", type=int, default=6)
     parser.add_argument("--cells", nargs="+", default=["lstm", "peephole"])
@@ -183,10 +183,9 @@ def main() -> None:
         print(json.dumps(time_config(Path(args.one[0]), *args.one[1:], args)))
         return
     precisions = [p for p in args.precisions if p == "fp32" or has_bf16()]
-    # the padded feed is the baseline of the speed-up, measured in fp32
-    plan = [(cell, feed, "fp32") for cell in args.cells for feed in ("project", "padded")
-            if "fp32" in precisions]
-    plan += [(cell, "project", "bf16") for cell in args.cells if "bf16" in precisions]
+    # the padded feed is the baseline of the speed-up, in each precision
+    plan = [(cell, feed, precision) for precision in precisions for cell in args.cells
+            for feed in ("project", "padded")]
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = build_prepared(Path(tmp), args.examples)
@@ -223,10 +222,11 @@ def print_table(results: list[dict], peaks: dict[str, float], threads: int) -> N
               f"{useful / fp32:.0%} |")
     by = {(r["cell"], r["feed"], r["precision"]): r["pairs_per_s"] for r in results}
     print()
-    for cell in dict.fromkeys(r["cell"] for r in results):
-        if (cell, "padded", "fp32") in by and (cell, "project", "fp32") in by:
-            ratio = by[(cell, "project", "fp32")] / by[(cell, "padded", "fp32")]
-            print(f"{cell}: project / padded (fp32) = {ratio:.1f}x")
+    for precision in peaks:
+        for cell in dict.fromkeys(r["cell"] for r in results):
+            project, padded = (by.get((cell, feed, precision)) for feed in ("project", "padded"))
+            if project and padded:
+                print(f"{cell}: project / padded ({precision}) = {project / padded:.1f}x")
     for precision in peaks:
         lstm, peephole = (by.get((c, "project", precision)) for c in ("lstm", "peephole"))
         if lstm and peephole:

@@ -272,3 +272,12 @@ def test_the_peephole_encoder_embeds_packed_ids_as_the_padded_path_does():
     reversed_data = packed.data[reversed_rows(packed, lens, 9)]
     order = packed.sorted_indices
     assert torch.equal(reversed_data[:6], ids[order, lens[order] - 1])
+
+
+def test_the_peephole_backward_refuses_to_run_twice():
+    # it rewrites the saved gates into its factors in place, so a second pass would be wrong
+    cell = PeepholeLSTM(input_dim=3, hidden_dim=2)
+    out = cell(torch.randn(2, 4, 3), torch.tensor([4, 2]))
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        out.sum().backward()

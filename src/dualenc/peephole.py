@@ -18,27 +18,52 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+STEP_ROWS = 16  # a step's matrix products run over a multiple of this many rows
+PACKED_ROWS = 1024  # and the whole packing's over a multiple of this many
+
 
 class _PeepholeRecurrence(torch.autograd.Function):
-    """Last hidden states (N, H) of the recurrence over packed input projections (P, 4H).
+    """Last hidden states (N, H) of the recurrence over packed inputs (P, E), the input
+    projection included.
 
     Every packed row's gates, cell state, tanh of the cell state and output are written into
-    four (P, ·) tensors as the steps run. The backward pass first computes, for all rows at
-    once, the factors that depend only on those saved values; each step back is then four
-    element-wise operations and one matrix product. Row r of step t belongs to sequence r -
-    offset[t]; its state before the step is row r - offset[t] of step t - 1 (zero at t = 0).
+    four (P, ·) tensors as the steps run. The backward pass first turns them, for all rows at
+    once and mostly in place, into the factors that depend only on the forward's values; each
+    step back is then four element-wise operations and one matrix product. Row r of step t
+    belongs to sequence r - offset[t]; its state before the step is row r - offset[t] of step
+    t - 1 (zero at t = 0). Under autocast everything runs in the autocast dtype.
+
+    oneDNN builds a kernel for every new shape of a matrix product, which costs milliseconds
+    and stays in its cache. The products here are therefore taken over a number of rows
+    rounded up (a step's to a multiple of STEP_ROWS, the whole packing's to one of
+    PACKED_ROWS), so a run meets a few dozen shapes instead of one per distinct row count;
+    the extra rows are zero or are dropped.
     """
 
     @staticmethod
-    def forward(ctx, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, batch_sizes: list[int]):
-        rows, h_dim = x_proj.shape[0], weight_hh.shape[1]
-        gates = x_proj.clone()  # (P, 4H): pre-activations, activated in place step by step
-        cells, tanhs, hiddens = (x_proj.new_empty(rows, h_dim) for _ in range(3))  # (P, H)
-        last = x_proj.new_empty(batch_sizes[0], h_dim)
+    def forward(ctx, inputs: Tensor, weight_ih: Tensor, bias: Tensor, weight_hh: Tensor,
+                peephole: Tensor, batch_sizes: list[int]):
+        device = inputs.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            inputs, weight_ih, bias, weight_hh, peephole = (
+                x.to(dtype) for x in (inputs, weight_ih, bias, weight_hh, peephole))
+        with torch.autocast(device, enabled=False):
+            return _PeepholeRecurrence._run(ctx, inputs, weight_ih, bias, weight_hh, peephole,
+                                            batch_sizes)
+
+    @staticmethod
+    def _run(ctx, inputs, weight_ih, bias, weight_hh, peephole, batch_sizes):
+        rows, h_dim = inputs.shape[0], weight_hh.shape[1]
+        padded = _round_up(rows, PACKED_ROWS)
+        inputs = torch.cat([inputs, inputs.new_zeros(padded - rows, inputs.shape[1])])
+        gates = torch.addmm(bias, inputs, weight_ih.t())  # (P', 4H), activated step by step
+        cells, tanhs, hiddens = (gates.new_empty(padded, h_dim) for _ in range(3))  # (P', H)
+        product = gates.new_empty(batch_sizes[0] + STEP_ROWS, 4 * h_dim)
+        last = gates.new_empty(batch_sizes[0], h_dim)
         w_t, p_if, p_o = weight_hh.t(), peephole[:2], peephole[2]
         offsets = _offsets(batch_sizes)
         for t, k in enumerate(batch_sizes):
@@ -48,7 +73,9 @@ class _PeepholeRecurrence(torch.autograd.Function):
             c = cells[now]
             if t:  # the state before step 0 is zero: no product, no peephole term
                 before = slice(offsets[t - 1], offsets[t - 1] + k)
-                gates[now].addmm_(hiddens[before], w_t)
+                m = min(_round_up(k, STEP_ROWS), padded - offsets[t - 1])
+                h = hiddens[offsets[t - 1] : offsets[t - 1] + m]  # rows past k: dropped
+                gates[now].add_(torch.mm(h, w_t, out=product[:m])[:k])
                 step[:, :2].addcmul_(cells[before].unsqueeze(1), p_if)
             step[:, :2].sigmoid_()  # i and f at once
             g.tanh_()
@@ -61,30 +88,45 @@ class _PeepholeRecurrence(torch.autograd.Function):
             k_next = batch_sizes[t + 1] if t + 1 < len(batch_sizes) else 0
             if k_next < k:  # rows whose last step this is
                 last[k_next:k] = hiddens[offsets[t] + k_next : offsets[t] + k]
-        ctx.save_for_backward(weight_hh, peephole, gates, cells, tanhs, hiddens)
-        ctx.batch_sizes, ctx.offsets = batch_sizes, offsets
+        ctx.save_for_backward(inputs, weight_ih, weight_hh, peephole, gates, cells, tanhs,
+                              hiddens)
+        ctx.batch_sizes, ctx.offsets, ctx.rows, ctx.spent = batch_sizes, offsets, rows, False
         return last
 
     @staticmethod
     def backward(ctx, grad_last: Tensor):
-        weight_hh, peephole, gates, cells, tanhs, hiddens = ctx.saved_tensors
-        batch_sizes, offsets = ctx.batch_sizes, ctx.offsets
-        rows, h_dim = cells.shape
-        c_prev, h_prev = (_previous(x, batch_sizes, offsets) for x in (cells, hiddens))
-        i, f, g, o = gates.view(rows, 4, h_dim).unbind(1)
+        with torch.autocast(grad_last.device.type, enabled=False):  # all in the saved dtype
+            return _PeepholeRecurrence._back(ctx, grad_last)
+
+    @staticmethod
+    def _back(ctx, grad_last: Tensor):
+        if ctx.spent:
+            raise RuntimeError("the peephole recurrence turns its saved gates into its backward "
+                               "factors in place: its backward runs once (no retain_graph)")
+        ctx.spent = True
+        inputs, weight_ih, weight_hh, peephole, gates, cells, tanhs, hiddens = ctx.saved_tensors
+        batch_sizes, offsets, rows = ctx.batch_sizes, ctx.offsets, ctx.rows
+        padded, h_dim = cells.shape
+        c_prev = _previous(cells, batch_sizes, offsets, padded)
+        i, f, g, o = gates.view(padded, 4, h_dim).unbind(1)
         p_i, p_f, p_o = peephole
-        # Per row: d_i, d_f, d_g = dc * coef; d_o = dh * from_h; dc gains dh * h_to_c;
-        # the cell state before the step receives dc * keep.
-        coef = torch.stack([
-            g * torch.addcmul(i, i, i, value=-1.0),
-            c_prev * torch.addcmul(f, f, f, value=-1.0),
-            i * torch.addcmul(torch.ones_like(g), g, g, value=-1.0),
-        ], dim=1)  # (P, 3, H)
-        from_h = tanhs * torch.addcmul(o, o, o, value=-1.0)
-        h_to_c = o * torch.addcmul(torch.ones_like(o), tanhs, tanhs, value=-1.0)
-        keep = (f + p_i * coef[:, 0]).addcmul_(p_f, coef[:, 1])
+        # Per row: d_i, d_f, d_g = dc * (the first three slots of gates, rewritten below),
+        # d_o = dh * (the fourth slot); dc gains dh * h_to_c; the cell state before the
+        # step receives dc * keep.
+        h_to_c = torch.addcmul(o, o * tanhs, tanhs, value=-1.0)  # o (1 - tanh^2 c)
+        o.addcmul_(o, o, value=-1.0).mul_(tanhs)  # o (1 - o) tanh c
+        coef_i = torch.addcmul(i, i, i, value=-1.0).mul_(g)  # g i (1 - i)
+        g.mul_(g).neg_().add_(1.0).mul_(i)  # i (1 - g^2)
+        i.copy_(coef_i)
+        keep = torch.addcmul(f, coef_i, p_i)  # f + p_i g i (1 - i) ...
+        del coef_i
+        f.addcmul_(f, f, value=-1.0).mul_(c_prev)  # c_prev f (1 - f)
+        keep.addcmul_(f, p_f)  # ... + p_f c_prev f (1 - f)
+        coef, from_h = gates.view(padded, 4, h_dim)[:, :3], o
         grad_last = grad_last.to(gates.dtype)
-        grad_x = torch.empty_like(gates).view(rows, 4, h_dim)  # (P, 4, H)
+        grad_x = torch.empty_like(gates)  # (P', 4H)
+        grad_x[rows:] = 0
+        flat, grad_x = grad_x, grad_x.view(padded, 4, h_dim)
         dh = dc = grad_last[:0]  # the gradients arriving at the rows still running after t
         for t in reversed(range(len(batch_sizes))):
             k = batch_sizes[t]
@@ -96,17 +138,22 @@ class _PeepholeRecurrence(torch.autograd.Function):
             d_o = torch.mul(dh, from_h[now], out=d[:, 3])
             dc = torch.addcmul(dc, dh, h_to_c[now]).addcmul_(d_o, p_o)
             torch.mul(dc.unsqueeze(1), coef[now], out=d[:, :3])
-            if t:
-                dh = d.view(k, 4 * h_dim) @ weight_hh  # (k, H)
+            if t:  # rows past k belong to step t + 1, done already: dropped
+                m = min(_round_up(k, STEP_ROWS), padded - offsets[t])
+                dh = (flat[offsets[t] : offsets[t] + m] @ weight_hh)[:k]  # (k, H)
                 dc = dc * keep[now]
-        grad_x = grad_x.view(rows, 4 * h_dim)
-        grad_w = grad_x.t() @ h_prev  # (4H, H)
+        del h_to_c, keep
+        grad_x = flat[:rows]  # (P, 4H)
         grad_p = torch.stack([
-            (grad_x[:, :h_dim] * c_prev).sum(0),
-            (grad_x[:, h_dim : 2 * h_dim] * c_prev).sum(0),
-            (grad_x[:, 3 * h_dim :] * cells).sum(0),
+            (grad_x[:, :h_dim] * c_prev[:rows]).sum(0),
+            (grad_x[:, h_dim : 2 * h_dim] * c_prev[:rows]).sum(0),
+            (grad_x[:, 3 * h_dim :] * cells[:rows]).sum(0),
         ])
-        return grad_x, grad_w, grad_p, None
+        del c_prev
+        grad_hh = flat.t() @ _previous(hiddens, batch_sizes, offsets, padded)  # (4H, H)
+        grad_inputs = (flat @ weight_ih)[:rows]  # (P, E)
+        grad_ih = flat.t() @ inputs  # (4H, E); the padding rows are zero in both
+        return grad_inputs, grad_ih, grad_x.sum(0), grad_hh, grad_p, None
 
 
 def _offsets(batch_sizes: list[int]) -> list[int]:
@@ -118,12 +165,18 @@ def _offsets(batch_sizes: list[int]) -> list[int]:
     return offsets
 
 
-def _previous(states: Tensor, batch_sizes: list[int], offsets: list[int]) -> Tensor:
-    """Each packed row's state from the step before (zero at step 0): (P, H) -> (P, H)."""
+def _previous(states: Tensor, batch_sizes: list[int], offsets: list[int], padded: int) -> Tensor:
+    """Each packed row's state from the step before, zero at step 0 and in the padding rows:
+    (P', H) -> (P', H)."""
     parts = [states.new_zeros(batch_sizes[0], states.shape[1])]
     parts += [states[offsets[t - 1] : offsets[t - 1] + k] for t, k in enumerate(batch_sizes)
               if t]
+    parts.append(states.new_zeros(padded - sum(batch_sizes), states.shape[1]))
     return torch.cat(parts)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def glorot_(weight: Tensor, fan_in: int, fan_out: int) -> None:
@@ -167,12 +220,9 @@ class PeepholeLSTM(nn.Module):
 
     def run_packed(self, inputs: Tensor, packed: PackedSequence) -> Tensor:
         """Last hidden states (N, H) for packed inputs (P, E) laid out as `packed` is."""
-        x_proj = F.linear(inputs, self.weight_ih, self.bias)  # (P, 4H)
-        weight_hh, peephole = self.weight_hh, self.peephole
-        if x_proj.dtype != weight_hh.dtype:  # under autocast the recurrence stays in one dtype
-            weight_hh, peephole = weight_hh.to(x_proj.dtype), peephole.to(x_proj.dtype)
         batch_sizes = packed.batch_sizes.tolist()
-        last_sorted = _PeepholeRecurrence.apply(x_proj, weight_hh, peephole, batch_sizes)
+        last_sorted = _PeepholeRecurrence.apply(inputs, self.weight_ih, self.bias,
+                                                self.weight_hh, self.peephole, batch_sizes)
         return last_sorted[packed.unsorted_indices.to(last_sorted.device)]  # (N, H)
 
 
