@@ -266,10 +266,11 @@ def test_the_peephole_encoder_embeds_packed_ids_as_the_padded_path_does():
     padded = model.encoder(model.embedding(ids), lens)
     assert torch.allclose(model.encode(ids, lens), padded, atol=1e-6)
     # step 0 of the reversed packing holds each sequence's last token, longest first
-    from dualenc.peephole import pack_ids, reversed_rows
+    from dualenc.model import reversed_rows
+    from dualenc.peephole import pack_ids
 
     packed = pack_ids(ids, lens)
-    reversed_data = packed.data[reversed_rows(packed, lens, 9)]
+    reversed_data = packed.data[reversed_rows(ids, lens)]
     order = packed.sorted_indices
     assert torch.equal(reversed_data[:6], ids[order, lens[order] - 1])
 

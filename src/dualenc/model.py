@@ -21,16 +21,31 @@ from torch import Tensor, nn
 
 from dualenc.config import ModelConfig
 from dualenc.lanes import encode_groups
-from dualenc.peephole import PeepholeLSTM, glorot_, pack_ids, reversed_rows
+from dualenc.peephole import PeepholeLSTM, glorot_, pack_ids
 
 
 def _reverse_padded(inputs: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence within its own length: (N, T, E) -> (N, T, E)."""
+    """Reverse each sequence within its own length: (N, T, E) -> (N, T, E), or (N, T) ->
+    (N, T)."""
     n, t = inputs.shape[:2]
     steps = torch.arange(t, device=inputs.device).expand(n, t)  # (N, T)
     lens = lengths.to(inputs.device).clamp(min=1).unsqueeze(1)  # (N, 1)
     index = torch.where(steps < lens, lens - 1 - steps, steps)  # (N, T)
-    return inputs.gather(1, index.unsqueeze(2).expand_as(inputs))
+    if inputs.dim() == 3:
+        index = index.unsqueeze(2).expand_as(inputs)
+    return inputs.gather(1, index)
+
+
+def reversed_rows(ids: Tensor, lengths: Tensor) -> Tensor:
+    """For each row of the packing of the sequences reversed within their lengths, the row of
+    the packing of `ids` (N, T) that holds the same token: (P,) indices."""
+    n, t = ids.shape
+    positions = torch.arange(n * t).view(n, t)  # each token's flat position
+    forward_pos = pack_ids(positions, lengths).data  # (P,)
+    reverse_pos = pack_ids(_reverse_padded(positions, lengths), lengths).data  # (P,)
+    row_of = torch.empty(n * t, dtype=torch.long)
+    row_of[forward_pos] = torch.arange(len(forward_pos))
+    return row_of[reverse_pos]
 
 
 class FusedEncoder(nn.Module):
@@ -114,7 +129,7 @@ class PeepholeEncoder(nn.Module):
         h_fwd = self.forward_cell.run_packed(inputs, packed)  # (N, H)
         if self.backward_cell is None:
             return h_fwd
-        rows = reversed_rows(packed, lengths, ids.shape[1]).to(inputs.device)
+        rows = reversed_rows(ids, lengths).to(inputs.device)
         h_bwd = self.backward_cell.run_packed(inputs[rows], packed)  # (N, H)
         return torch.cat([h_fwd, h_bwd], dim=1)  # (N, 2H)
 

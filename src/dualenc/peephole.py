@@ -230,20 +230,3 @@ def pack_ids(ids: Tensor, lengths: Tensor) -> PackedSequence:
     """Token ids (N, T) packed, longest sequence first: its data holds the real tokens (P,)."""
     lengths = lengths.cpu().clamp(min=1, max=ids.shape[1])
     return pack_padded_sequence(ids, lengths, batch_first=True, enforce_sorted=False)
-
-
-def reversed_rows(packed: PackedSequence, lengths: Tensor, width: int) -> Tensor:
-    """For each row of the packing of the sequences reversed within their lengths, the row of
-    `packed` that holds the same token (P,): the reversed packing is data[reversed_rows]."""
-    n = len(lengths)
-    positions = torch.arange(n * width).view(n, width)  # (N, T): each token's flat position
-    lengths = lengths.cpu().clamp(min=1, max=width)
-    steps = torch.arange(width).expand(n, width)
-    back = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
-    forward_pos = pack_padded_sequence(positions, lengths, batch_first=True,
-                                       enforce_sorted=False).data  # (P,)
-    reverse_pos = pack_padded_sequence(positions.gather(1, back), lengths, batch_first=True,
-                                       enforce_sorted=False).data  # (P,)
-    row_of = torch.empty(n * width, dtype=torch.long)
-    row_of[forward_pos] = torch.arange(len(forward_pos))
-    return row_of[reverse_pos]
