@@ -11,10 +11,15 @@ real), prepares them, then times, each in its own process (so peak RSS is its ow
 
 for the fused LSTM and for the peephole cell, with the reference model (100-d embeddings,
 200 units) and batch 256, in fp32 and, where the CPU has bf16 arithmetic, under bf16
-autocast (`dualenc train --bf16`). It prints pairs per second (median over timed windows
-after a warm-up), the time an epoch of 1,000,000 pairs would take, peak RSS, and the
-useful arithmetic rate: floating-point operations on real (non-padding) tokens per second,
-beside the measured fp32 (and bf16) matrix-multiply peaks of this machine.
+autocast (`dualenc train --bf16`). It prints pairs per second, the time an epoch of
+1,000,000 pairs would take, peak RSS, and the useful arithmetic rate: floating-point
+operations on real (non-padding) tokens per second, beside the measured fp32 (and bf16)
+matrix-multiply peaks of this machine.
+
+Pairs per second are the median over timed windows, after a warm-up, of real tokens per
+second, divided by the mean real tokens of a training pair. Length-bucketed windows of a
+few batches can be longer or shorter than the epoch's average: counted in pairs, the
+same code measured 2,277 or 2,099 pairs/s depending on which batches the windows fell on.
 
 Useful work per real token of a one-layer LSTM, forward and backward: 3 x 2 x 4H(E + H)
 (the input and recurrent products; backward costs twice the forward). Element-wise work
@@ -98,6 +103,10 @@ def time_config(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     rows = np.arange(len(train.label))
     lengths = np.asarray(train.context.lengths)
+    # an epoch's pairs average this many real tokens; timed windows of bucketed batches
+    # need not, so pairs per second are measured as real tokens per second over it
+    tokens_per_pair = (lengths.sum(dtype=np.int64)
+                       + np.asarray(train.response.lengths).sum(dtype=np.int64)) / len(rows)
     if feed == "project":
         batches = epoch_batches(lengths, rows, BATCH, 50, 1234, 0)
     else:
@@ -143,7 +152,8 @@ def time_config(
         "feed": feed,
         "precision": precision,
         "lanes": lanes,
-        "pairs_per_s": statistics.median(rates),
+        "pairs_per_s": statistics.median(token_rates) / tokens_per_pair,
+        "window_pairs_per_s": statistics.median(rates),
         "tokens_per_s": statistics.median(token_rates),
         "peak_rss_mb": peak_kb / 1024,
     }
@@ -168,7 +178,7 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=0,
                         help="lanes of the project's feed (default 0: as the trainer)")
     parser.add_argument("--examples", type=int, default=50_000)
-    parser.add_argument("--warmup", type=int, default=20,
+    parser.add_argument("--warmup", type=int, default=60,
                         help="untimed steps first: they build the kernels of new shapes")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--steps-per-window", type=int, default=6)

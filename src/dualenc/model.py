@@ -154,9 +154,8 @@ class DualEncoder(nn.Module):
             nn.init.trunc_normal_(self.M, mean=0.0, std=1.0, a=-2.0, b=2.0)
         self.b = nn.Parameter(torch.zeros(()))
         self.dropout = nn.Dropout(config.dropout)
-        # sequences per encoder call (see encode); the peephole cell skips finished
-        # sequences step by step, so it needs no groups beyond one a lane
-        self.group_size = 10**9 if config.cell == "peephole" else 64
+        # sequences per encoder call (see encode); None takes `_group_size`'s measured choice
+        self.group_size: int | None = None
         # CPU threads that encode length groups side by side, forward and backward
         # (dualenc.lanes); the trainer sets it, 1 encodes the groups one after another
         self.lanes = 1
@@ -210,7 +209,7 @@ class DualEncoder(nn.Module):
     def _length_groups(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor | None, list]:
         # The sort order (None if unsorted) and the (ids, lengths) of each group.
         n = ids.shape[0]
-        size = self.group_size
+        size = self._group_size(ids.device)
         if self.config.cell == "peephole" and self.lanes > 1:
             size = -(-n // self.lanes)
         if n <= size:
@@ -222,6 +221,16 @@ class DualEncoder(nn.Module):
             group_lens = lengths[rows]
             groups.append((ids[rows, : max(int(group_lens.max()), 1)], group_lens))
         return order, groups
+
+    def _group_size(self, device: torch.device) -> int:
+        """Sequences per call of the fused cells: 48 in fp32 and 64 under bf16 autocast, the
+        fastest of 32 to 128 on a 2-core CPU. The peephole cell skips finished sequences
+        step by step, so it needs no groups beyond one a lane."""
+        if self.group_size is not None:
+            return self.group_size
+        if self.config.cell == "peephole":
+            return 10**9
+        return 64 if torch.is_autocast_enabled(device.type) else 48
 
     def _encode_padded(
         self, ids: Tensor, lengths: Tensor, generator: torch.Generator | None = None
