@@ -282,3 +282,13 @@ def test_the_peephole_backward_refuses_to_run_twice():
     out.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         out.sum().backward()
+
+
+def test_length_groups_follow_the_precision_unless_set():
+    lstm, peephole = tiny("lstm"), tiny("peephole")
+    cpu = torch.device("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (lstm._group_size(cpu), peephole._group_size(cpu)) == (64, 10**9)
+    assert lstm._group_size(cpu) == 48
+    lstm.group_size = 5
+    assert lstm._group_size(cpu) == 5
