@@ -9,8 +9,8 @@ rows of the batch_sizes[t] sequences still running, so no work is spent on paddi
 no finished state is carried along. Each step writes its rows of the packed (P, ·)
 gates and states in place, with no padded copy and no list to join at the end.
 
-Shapes: N sequences, P packed rows (the sum of the lengths), H hidden units, G = 4H gate
-pre-activations.
+Shapes: N sequences, P packed rows (the sum of the lengths), P' the same rounded up to a
+multiple of PACKED_ROWS, H hidden units, G = 4H gate pre-activations.
 """
 
 from __future__ import annotations
