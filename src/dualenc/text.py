@@ -284,14 +284,10 @@ class Vocabulary:
     def encode(self, tokens: Iterable[str]) -> list[int]:
         """The ids of `tokens`. Unknown tokens (a literal `<pad>` among them) get their
         bucket's id, or `unk_id` if there are no buckets."""
-        index = self._encoding
         if not self.num_buckets:
+            index = self._encoding
             return [index.get(token, 1) for token in tokens]
-        ids = []
-        for token in tokens:
-            i = index.get(token)
-            ids.append(self._unknown_id(token) if i is None else i)
-        return ids
+        return [self.token_to_id(token) for token in tokens]
 
     def bucket_ids(self) -> list[int]:
         """For every id, the id of its token's hash bucket: the way `encode` would map the
